@@ -1,0 +1,192 @@
+"""The tasks: parse options, call the library, render, map to an exit status.
+
+Every task ends in one of the statuses of `quilt_ops.status.ExitStatus`. A
+failure the operator can act on is one ``Error: ...`` line on stderr; anything
+else is a bug, reported by type only (its text could hold data we must not
+print) unless ``QUILT_OPS_DEBUG=1`` asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from typing import Any, Callable
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+from . import health as health_checks
+from . import hosts, output, ssh
+from . import restart as restarting
+from .config import DEFAULTS, Settings
+from .errors import ConfigError, NotImplementedYet, QuiltError
+from .status import ExitStatus, label
+
+DEFAULT_PARALLEL = 10
+
+
+def reports_errors(usage_status: ExitStatus = ExitStatus.USAGE) -> Callable:
+    """Turns exceptions into one ``Error:`` line and an exit status.
+
+    ``usage_status`` is what a bad option or config value exits with (``health``
+    uses UNKNOWN, as Nagios plugins do).
+    """
+
+    def decorate(body: Callable) -> Callable:
+        @functools.wraps(body)
+        def wrapper(c: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return body(c, *args, **kwargs)
+            except Exit:
+                raise
+            except ConfigError as e:
+                raise Exit(f"Error: {e}", code=int(usage_status)) from None
+            except QuiltError as e:
+                raise Exit(f"Error: {e}", code=int(e.status)) from None
+            except KeyboardInterrupt:
+                raise Exit("Error: interrupted", code=int(ExitStatus.INTERRUPTED)) from None
+            except Exception as e:  # a bug: say what kind, never its text
+                if os.environ.get("QUILT_OPS_DEBUG") == "1":
+                    traceback.print_exc()
+                raise Exit(f"Error: internal error ({type(e).__name__}); rerun with QUILT_OPS_DEBUG=1 "
+                           f"for details", code=int(ExitStatus.UNKNOWN)) from None
+
+        return wrapper
+
+    return decorate
+
+
+def _parallel(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--parallel must be a whole number, not {value!r}") from None
+    if not 1 <= number <= 200:
+        raise ConfigError(f"--parallel must be between 1 and 200, not {number}")
+    return number
+
+
+def _seconds(option: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option} must be a number of seconds, not {value!r}") from None
+    if not 0 < number <= 86400:
+        raise ConfigError(f"{option} must be between 0 and 86400 seconds, not {value}")
+    return number
+
+
+@task(
+    help={
+        "json": "print one JSON document with every check instead of the table",
+        "parallel": f"how many hosts to check at once (default {DEFAULT_PARALLEL})",
+    }
+)
+@reports_errors(usage_status=ExitStatus.UNKNOWN)
+def health(c, json=False, parallel=DEFAULT_PARALLEL):
+    """Check containers, HTTP probes and the env file; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+
+    Makes one SSH connection a host and one remote command: a single `docker
+    inspect` of quilt.containers, each probe of quilt.probes with curl on the
+    host, and the env file's mode and key-line names (never its values).
+    """
+    settings = Settings.load(c.config)
+    cxns = hosts.connections(c, settings)
+
+    def check(cxn):
+        return health_checks.collect(cxn, settings)
+
+    reports = []
+    for outcome in hosts.each(cxns, check, _parallel(parallel)):
+        if outcome.error is not None:
+            reports.append(health_checks.unreachable(outcome.host, str(outcome.error)))
+        else:
+            reports.append(outcome.value)
+    print(output.health_json(reports) if json else output.health_table(reports))
+    status = output.overall(reports)
+    if status != ExitStatus.OK:
+        raise Exit(code=int(status))
+
+
+@task(
+    help={
+        "dry-run": "connect and check, show what would be done, change nothing",
+        "timeout": "seconds to wait for health after the start script (default quilt.restart_timeout)",
+        "parallel": f"how many hosts to restart at once (default {DEFAULT_PARALLEL})",
+    }
+)
+@reports_errors()
+def restart(c, dry_run=False, timeout=None, parallel=DEFAULT_PARALLEL):
+    """Recreate the containers (docker rm -f, then the start script) and wait until healthy.
+
+    Runs from quilt.registry_dir: removes quilt.containers, runs
+    quilt.start_script, then polls containers and probes until all pass or the
+    timeout runs out, showing progress. Reports how long the registry probe
+    was down. Exit 0 healthy, 1 failed, 2 bad option or config, 3 host unreachable.
+    """
+    settings = Settings.load(c.config)
+    wait = _seconds("--timeout", timeout)
+    workers = _parallel(parallel)
+    cxns = hosts.connections(c, settings)
+    many = len(cxns) > 1
+
+    def run_one(cxn):
+        progress = output.Progress(prefix=ssh.describe(cxn) if many else "")
+        if dry_run:
+            return plan(cxn, settings, progress)
+        return restarting.restart(cxn, settings, progress, wait)
+
+    outcomes = hosts.each(cxns, run_one, workers)
+    statuses = []
+    for outcome in outcomes:
+        if outcome.error is not None:
+            print(f"Error: {outcome.host}: {outcome.error}" if many else f"Error: {outcome.error}",
+                  file=sys.stderr)
+            statuses.append(outcome.error.status)
+        elif not dry_run:
+            report = outcome.value
+            down = (f", registry probe down {report.downtime_seconds:.1f}s"
+                    if report.downtime_seconds is not None else "")
+            print(f"{report.host}: restarted and healthy in {report.total_seconds:.1f}s "
+                  f"(start script {report.script_seconds:.1f}s{down})")
+            statuses.append(ExitStatus.OK)
+        else:
+            statuses.append(ExitStatus.OK)
+    status = max(statuses, key=int) if statuses else ExitStatus.OK
+    if status != ExitStatus.OK:
+        raise Exit(code=int(status))
+
+
+def plan(cxn, settings: Settings, progress: output.Progress) -> None:
+    """What ``restart`` would do on one host, from its current state."""
+    report = health_checks.collect(cxn, settings, env_file=False)
+    where = settings.registry_dir or "the login directory"
+    print(f"{ssh.describe(cxn)}: dry run, nothing changed. Would run in {where}:")
+    print(f"  docker rm -f {' '.join(settings.containers)}")
+    print(f"  {settings.start_script}")
+    print(f"  then wait up to {settings.restart_timeout:.0f}s for every container and probe to pass")
+    print(f"Current state: {label(report.status)}")
+    for check in report.checks:
+        print(f"  {check.name}: {label(check.status)} {check.summary}")
+
+
+@task(help={"iam-user": "IAM user whose key is rotated", "dry-run": "show the plan, change nothing"})
+@reports_errors()
+def rotate_keys(c, iam_user=None, dry_run=False):
+    """Rotate RegistryUser's access key (not implemented yet)."""
+    raise NotImplementedYet("rotate-keys is not implemented yet")
+
+
+@task(help={"username": "admin user name", "email": "admin email address"})
+@reports_errors()
+def create_admin(c, username=None, email=None):
+    """Create the registry's first admin user (not implemented yet)."""
+    raise NotImplementedYet("create-admin is not implemented yet")
+
+
+ns = Collection(health, restart, rotate_keys, create_admin)
+ns.configure({"quilt": DEFAULTS})

@@ -1,0 +1,155 @@
+"""The sandbox's AWS endpoint: a small HTTP proxy in front of moto's server.
+
+moto accepts a new access key at once; real IAM takes seconds before every
+service accepts it. This proxy puts that delay back, and can make AWS fail for a
+while, so that the tool's waits, retries and rollbacks meet what they meet on AWS.
+
+    python aws_proxy.py LISTEN_PORT MOTO_PORT FAULTS_JSON
+
+FAULTS_JSON is read on every request (a missing file means no faults):
+  new_key_delay   seconds during which a new key is refused by STS and S3
+  flaky           during that window, let about one call in three through,
+                  since one accepted call does not prove the key has propagated
+  error_500_until epoch seconds until which every request answers 500
+  throttle_until  epoch seconds until which every request is throttled
+"""
+
+import http.client
+import http.server
+import json
+import random
+import re
+import sys
+import threading
+import time
+
+CREDENTIAL = re.compile(r"Credential=([A-Z0-9]+)/[^/]+/[^/]+/([a-z0-9-]+)/")
+QUERY_CREDENTIAL = re.compile(r"X-Amz-Credential=([A-Z0-9]+)%2F[^%]+%2F[^%]+%2F([a-z0-9-]+)%2F")
+NEW_KEY = re.compile(rb"<AccessKeyId>([A-Z0-9]+)</AccessKeyId>")
+
+STS_REFUSED = (
+    403,
+    "text/xml",
+    b"<ErrorResponse><Error><Type>Sender</Type><Code>InvalidClientTokenId</Code>"
+    b"<Message>The security token included in the request is invalid.</Message>"
+    b"</Error><RequestId>sandbox</RequestId></ErrorResponse>",
+)
+S3_REFUSED = (
+    403,
+    "application/xml",
+    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidAccessKeyId</Code>"
+    b"<Message>The AWS Access Key Id you provided does not exist in our records.</Message>"
+    b"<RequestId>sandbox</RequestId></Error>",
+)
+SERVER_ERROR = (
+    500,
+    "text/xml",
+    b"<ErrorResponse><Error><Code>InternalFailure</Code><Message>sandbox fault"
+    b"</Message></Error></ErrorResponse>",
+)
+THROTTLED = (
+    400,
+    "text/xml",
+    b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
+    b"<Message>Rate exceeded</Message></Error></ErrorResponse>",
+)
+
+
+class State:
+    """Key creation times seen through the proxy, and the fault settings file."""
+
+    def __init__(self, faults_path: str) -> None:
+        self.faults_path = faults_path
+        self.created: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def faults(self) -> dict:
+        try:
+            with open(self.faults_path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    state: State
+    moto_port: int
+
+    def log_message(self, fmt, *args):  # keep the proxy quiet; moto logs requests
+        pass
+
+    def _answer(self, status: int, ctype: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _refusal(self) -> tuple | None:
+        faults = self.state.faults()
+        now = time.time()
+        if faults.get("error_500_until", 0) > now:
+            return SERVER_ERROR
+        if faults.get("throttle_until", 0) > now:
+            return THROTTLED
+        delay = float(faults.get("new_key_delay", 0))
+        if delay <= 0:
+            return None
+        auth = self.headers.get("Authorization", "")
+        match = CREDENTIAL.search(auth) or QUERY_CREDENTIAL.search(self.path)
+        if not match:
+            return None
+        key_id, service = match.groups()
+        with self.state.lock:
+            created = self.state.created.get(key_id)
+        if created is None or now - created >= delay:
+            return None
+        if faults.get("flaky") and random.random() < 0.34:
+            return None
+        if service == "sts":
+            return STS_REFUSED
+        if service == "s3":
+            return S3_REFUSED
+        return None
+
+    def _forward(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        refusal = self._refusal()
+        if refusal:
+            self._answer(*refusal)
+            return
+        upstream = http.client.HTTPConnection("127.0.0.1", self.moto_port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+        upstream.request(self.command, self.path, body=body, headers=headers)
+        response = upstream.getresponse()
+        data = response.read()
+        if b"CreateAccessKey" in body:
+            for key_id in NEW_KEY.findall(data):
+                with self.state.lock:
+                    self.state.created[key_id.decode()] = time.time()
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("connection", "transfer-encoding", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+        upstream.close()
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
+
+
+def main() -> None:
+    listen_port, moto_port, faults_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    Handler.state = State(faults_path)
+    Handler.moto_port = moto_port
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", listen_port), Handler)
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
