@@ -3,7 +3,7 @@
 Outside a checkout, use the ``quilt-ops`` console script (same tasks, same options).
 """
 
-from quilt_ops.executor import use_with_fab
+from quilt_ops.cli import use_with_fab
 from quilt_ops.tasks import ns
 
 use_with_fab()

@@ -64,26 +64,25 @@ def parse_inspect(output: str, names: Iterable[str]) -> InspectResult:
     documents: dict[str, dict] = {}
     errors: list[str] = []
     text = output.strip()
-    if text.startswith("["):
+    if text.startswith("["):  # plain `docker inspect`: one array, then any error lines
         try:
-            docs = json.loads(text)
+            docs, end = json.JSONDecoder().raw_decode(text)
         except ValueError:
-            docs = []
-            errors.append(text)
+            docs, end = [], 0
         for doc in docs:
             documents[doc.get("Name", "").lstrip("/")] = doc
-    else:
-        for line in text.splitlines():
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    doc = json.loads(line)
-                except ValueError:
-                    errors.append(line)
-                    continue
-                documents[doc.get("Name", "").lstrip("/")] = doc
-            elif line and line != "[]":
+        text = text[end:]
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                doc = json.loads(line)
+            except ValueError:
                 errors.append(line)
+                continue
+            documents[doc.get("Name", "").lstrip("/")] = doc
+        elif line and line != "[]":
+            errors.append(line)
     problem = docker_problem(errors)
     missing = {n for n in names if n not in documents} if problem is None else set()
     return InspectResult(documents, missing, problem)

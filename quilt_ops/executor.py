@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 import invoke
+from invoke.config import AmbiguousMergeError
 from invoke.exceptions import Exit, UncastableEnvVar
 
 from .config import DEFAULTS
@@ -40,6 +41,24 @@ def check_environment(environ: dict[str, str] = os.environ) -> None:
                            code=int(ExitStatus.USAGE)) from None
 
 
+def mismatched_key(config) -> str | None:
+    """The quilt key whose value in some config file cannot merge with its default.
+
+    invoke refuses to merge a mapping over a list (and the reverse) without
+    saying which key; this finds it in the file layers.
+    """
+    for layer in ("_system", "_user", "_project", "_runtime"):
+        data = getattr(config, layer, None) or {}
+        section = data.get("quilt") if isinstance(data, dict) else None
+        if not isinstance(section, dict):
+            continue
+        for key, value in section.items():
+            default = DEFAULTS.get(key)
+            if isinstance(default, dict) != isinstance(value, dict):
+                return key
+    return None
+
+
 class Executor(invoke.Executor):
     """Calls each task once; ``-H a,b`` becomes ``quilt.hosts``."""
 
@@ -51,11 +70,18 @@ class Executor(invoke.Executor):
         results = {}
         for call in calls:
             config = self.config
-            config.load_collection(self.collection.configuration(call.called_as))
+            try:
+                config.load_collection(self.collection.configuration(call.called_as))
+            except AmbiguousMergeError:
+                key = mismatched_key(config)
+                where = f"config key 'quilt.{key}'" if key else "a config value"
+                raise Exit(f"Error: {where} has the wrong type (see the defaults in the README)",
+                           code=int(ExitStatus.USAGE)) from None
             try:
                 config.load_shell_env()
             except (UncastableEnvVar, ValueError) as e:
-                raise Exit(f"Error: a {ENV_PREFIX}* variable is invalid: {e}", code=int(ExitStatus.USAGE))
+                raise Exit(f"Error: a {ENV_PREFIX}* variable is invalid: {e}",
+                           code=int(ExitStatus.USAGE)) from None
             if hosts:
                 config.quilt.hosts = hosts
             context = call.make_context(config)
@@ -71,14 +97,3 @@ class Executor(invoke.Executor):
         except (AttributeError, IndexError, KeyError, TypeError):
             return []
         return [h.strip() for h in (value or "").split(",") if h.strip()]
-
-
-def use_with_fab() -> None:
-    """Makes the running ``fab`` program use this executor (called from fabfile.py).
-
-    invoke reads ``executor_class`` only from the program or from config files
-    loaded before the collection, so the fabfile sets it on the program itself.
-    """
-    import fabric.main
-
-    fabric.main.program.executor_class = Executor

@@ -1,0 +1,135 @@
+"""Test helpers around the sandbox host (scripts/sandbox): run the real commands against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SANDBOX = ROOT / "scripts" / "sandbox"
+
+
+class Sandbox:
+    """A running sandbox host, as `scripts/sandbox status --json` describes it."""
+
+    def __init__(self, info: dict) -> None:
+        self.info = info
+        self.dir = Path(info["dir"])
+        self.home = Path(info["home"])
+        self.env_file = self.home / "env" / "registry"
+        self.ssh_config = Path(info["ssh_config"])
+        self.fabric_config = Path(info["fabric_config"])
+        self.known_hosts = Path(info["known_hosts"])
+        self.ssh_port = info["sshd"]["port"]
+        self.ports = info["ports"]
+
+    # -- running the tool ---------------------------------------------------------------
+
+    def tool_env(self, extra: dict | None = None) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FABRIC_QUILT_")}
+        env.update(self.aws_env())
+        env.pop("QUILT_OPS_DEBUG", None)
+        env.update(extra or {})
+        return env
+
+    def run(self, *args: str, tool: str = "fab", config: Path | None = None, ssh_config: Path | None = None,
+            host: str = "sandbox", env: dict | None = None, cwd: Path | None = None, input: str | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+        """Runs `fab` (or `quilt-ops`) against the sandbox, as an operator would."""
+        exe = shutil.which(tool) or str(Path(sys.executable).parent / tool)
+        cmd = [exe, "-S", str(ssh_config or self.ssh_config), "-f", str(config or self.fabric_config)]
+        if host:
+            cmd += ["-H", host]
+        cmd += list(args)
+        return subprocess.run(cmd, cwd=cwd or ROOT, env=self.tool_env(env), input=input, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def aws_env(self) -> dict:
+        out = subprocess.run([sys.executable, str(SANDBOX), "env"], capture_output=True, text=True, check=True)
+        env = {}
+        for line in out.stdout.splitlines():
+            if line.startswith("export "):
+                key, _, value = line[len("export "):].partition("=")
+                env[key] = value
+        return env
+
+    def write_config(self, path: Path, **quilt) -> Path:
+        """A fabric.yaml for the sandbox with some quilt settings changed."""
+        settings = {"probes": {"registry": f"http://localhost:{self.ports['registry']}/healthcheck",
+                               "catalog": f"http://localhost:{self.ports['catalog']}/"},
+                    "known_hosts": str(self.known_hosts)}
+        settings.update(quilt)
+        path.write_text(json.dumps({"quilt": settings}))  # JSON is YAML
+        return path
+
+    # -- the host's parts -----------------------------------------------------------------
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        env = dict(os.environ)
+        if self.info["docker"].get("host"):
+            env["DOCKER_HOST"] = self.info["docker"]["host"]
+        return subprocess.run(["docker", *args], env=env, capture_output=True, text=True, check=check, timeout=120)
+
+    def container_ids(self) -> dict[str, str]:
+        out = self.docker("ps", "-a", "--format", "{{.Names}} {{.ID}} {{.State}}").stdout
+        return {line.split()[0]: line.split()[1] for line in out.splitlines() if line.strip()}
+
+    def running(self) -> set[str]:
+        out = self.docker("ps", "--format", "{{.Names}}").stdout
+        return set(out.split())
+
+    @contextmanager
+    def fault(self, name: str, value: str = ""):
+        path = self.dir / "faults" / name
+        path.write_text(value)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+    def env_values(self) -> list[str]:
+        """Every value in env/registry (the secrets a leak test looks for)."""
+        values = []
+        for line in self.env_file.read_text().splitlines():
+            if "=" in line and not line.lstrip().startswith("#"):
+                value = line.split("=", 1)[1].strip()
+                if len(value) >= 8:
+                    values.append(value)
+        return values
+
+    def accepted_logins(self) -> int:
+        log = self.dir / "ssh" / "sshd.log"
+        return log.read_text(errors="replace").count("Accepted publickey") if log.exists() else 0
+
+    def healthy(self) -> bool:
+        return self.run("health").returncode == 0
+
+    def restore(self) -> None:
+        """Back to a healthy host after a test that broke it."""
+        for fault in (self.dir / "faults").iterdir():
+            fault.unlink()
+        if self.env_file.exists():
+            self.env_file.chmod(0o600)
+        if self.running() >= {"registry", "catalog", "registry-nginx"} and self.healthy():
+            return
+        result = self.run("restart", "--timeout", "60")
+        assert result.returncode == 0, result.stderr
+
+
+def bring_up() -> tuple[Sandbox | None, str]:
+    """Brings the sandbox up (idempotent); returns it, or None and the reason."""
+    started = time.monotonic()
+    up = subprocess.run([sys.executable, str(SANDBOX), "up"], capture_output=True, text=True, timeout=900)
+    if up.returncode != 0:
+        reason = (up.stderr or up.stdout).strip().splitlines()[-1:] or ["scripts/sandbox up failed"]
+        return None, reason[0]
+    status = subprocess.run([sys.executable, str(SANDBOX), "status", "--json"], capture_output=True, text=True)
+    info = json.loads(status.stdout)
+    info["up_seconds"] = time.monotonic() - started
+    return Sandbox(info), ""

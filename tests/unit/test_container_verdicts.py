@@ -1,0 +1,89 @@
+"""Given this `docker inspect` output, expect these verdicts (pyinfra-style, data-driven).
+
+The fixtures in fixtures/docker_inspect/ were taken from a real Docker Engine
+(the sandbox's) in each state, with Config.Env values replaced by
+``fixture-secret-*`` markers that must never reach any rendering.
+"""
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from quilt_ops import containers, output
+from quilt_ops.health import Check, HostHealth
+from quilt_ops.status import ExitStatus, label
+
+FIXTURES = sorted((Path(__file__).parent.parent / "fixtures" / "docker_inspect").glob("*.json"))
+
+
+def load(path):
+    case = json.loads(path.read_text())
+    case["now"] = datetime.fromisoformat(case["now"].replace("Z", "+00:00"))
+    return case
+
+
+def as_docker_prints(case):
+    """What plain `docker inspect NAMES 2>&1` prints."""
+    text = json.dumps(case["inspect"], indent=4) if case["inspect"] else "[]"
+    return text + ("\n" + case["stderr"] if case["stderr"] else "")
+
+
+def as_template_prints(case):
+    """What quilt-ops' own `docker inspect --format` template prints: a subset a line."""
+    lines = []
+    for doc in case["inspect"]:
+        subset = {"Name": doc["Name"], "State": doc["State"], "RestartCount": doc["RestartCount"],
+                  "Created": doc["Created"], "Image": doc["Image"], "Config": {"Image": doc["Config"]["Image"]}}
+        lines.append(json.dumps(subset))
+    if case["stderr"]:
+        lines.append(case["stderr"])
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+@pytest.mark.parametrize("shape", [as_docker_prints, as_template_prints], ids=["docker", "template"])
+def test_verdicts(path, shape):
+    case = load(path)
+    result = containers.parse_inspect(shape(case), case["containers"])
+    verdicts = containers.verdicts(result, case["containers"], case["now"])
+    assert {v.name: label(v.status) for v in verdicts} == case["expect"], case["description"]
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
+def test_no_env_value_reaches_any_rendering(path):
+    case = load(path)
+    result = containers.parse_inspect(as_docker_prints(case), case["containers"])
+    verdicts = containers.verdicts(result, case["containers"], case["now"])
+    report = HostHealth("h", [Check(f"container {v.name}", v.status, v.summary, v.details) for v in verdicts])
+    rendered = output.health_table([report]) + output.health_json([report])
+    assert "fixture-secret" not in rendered
+
+
+def test_template_never_asks_for_the_environment():
+    assert "Env" not in containers.INSPECT_TEMPLATE
+    assert containers.inspect_command(["registry", "catalog"]).count("docker inspect") == 1
+
+
+def test_running_verdict_reports_uptime_restarts_and_image():
+    case = load(next(p for p in FIXTURES if p.stem == "all_running_no_healthcheck"))
+    result = containers.parse_inspect(as_docker_prints(case), case["containers"])
+    v = containers.verdicts(result, ["registry"], case["now"])[0]
+    assert v.details["image"] == "quiltdata/registry"
+    assert v.details["restart_count"] == 0
+    assert v.details["uptime_seconds"] > 0
+    assert "running" in v.summary and "quiltdata/registry" in v.summary
+
+
+def test_exited_verdict_names_exit_code():
+    case = load(next(p for p in FIXTURES if p.stem == "catalog_exited"))
+    result = containers.parse_inspect(as_docker_prints(case), case["containers"])
+    catalog = containers.verdicts(result, case["containers"], case["now"])[1]
+    assert catalog.status == ExitStatus.CRITICAL
+    assert "exit code 3" in catalog.summary
+
+
+@pytest.mark.parametrize("seconds,text", [(5, "5s"), (75, "1m15s"), (3725, "1h02m"), (90000, "1d01h")])
+def test_duration(seconds, text):
+    assert containers.duration(seconds) == text
