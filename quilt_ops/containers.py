@@ -180,3 +180,14 @@ def verdicts(result: InspectResult, names: Iterable[str], now: datetime | None =
     if result.problem:
         return [ContainerVerdict(n, ExitStatus.UNKNOWN, result.problem, {}) for n in names]
     return [verdict(n, result.documents.get(n), now) for n in names]
+
+
+def env_has_command(container: str, name: str, value: str) -> str:
+    """A command printing how many ``name=value`` lines a container's environment has.
+
+    Only the count leaves the host; the environment itself is never printed.
+    ``value`` must not be a secret (it is on the command line): key IDs only.
+    """
+    template = "{{range .Config.Env}}{{println .}}{{end}}"
+    return (f"docker inspect --format {shlex.quote(template)} {shlex.quote(container)} 2>/dev/null"
+            f" | grep -cxF -- {shlex.quote(f'{name}={value}')}")

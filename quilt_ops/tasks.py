@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 import traceback
 from typing import Any, Callable
 
@@ -18,10 +19,11 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from . import health as health_checks
-from . import hosts, output, ssh
+from . import audit, hosts, keys, output, ssh
 from . import restart as restarting
 from .config import DEFAULTS, Settings
 from .errors import ConfigError, NotImplementedYet, QuiltError
+from .rotation import RollbackFailed, Rotation, RotateOptions
 from .status import ExitStatus, label
 
 DEFAULT_PARALLEL = 10
@@ -174,11 +176,90 @@ def plan(cxn, settings: Settings, progress: output.Progress) -> None:
         print(f"  {check.name}: {label(check.status)} {check.summary}")
 
 
-@task(help={"iam-user": "IAM user whose key is rotated", "dry-run": "show the plan, change nothing"})
+@task(
+    help={
+        "iam-user": "IAM user whose key is rotated (default: quilt.iam_user, else the owner of the host's key)",
+        "stack": "CloudFormation stack whose RegistryUser is the IAM user, when it cannot be found otherwise",
+        "keep-old": "leave the old key Inactive instead of deleting it (the next rotation removes it)",
+        "delete-other-active": "at IAM's two-key limit, delete an Active key that is not the host's",
+        "verify-timeout": "seconds to wait for IAM to accept the new key everywhere (default 60)",
+        "timeout": "seconds to wait for health after recreating the containers (default quilt.restart_timeout)",
+        "dry-run": "read the host and IAM, print the plan, change nothing",
+        "profile": "AWS profile for the IAM calls (default: boto3's credential chain)",
+        "region": "AWS region for STS and S3 (default: boto3's)",
+        "parallel": "how many hosts to rotate at once (default 1: host after host)",
+    }
+)
 @reports_errors()
-def rotate_keys(c, iam_user=None, dry_run=False):
-    """Rotate RegistryUser's access key (not implemented yet)."""
-    raise NotImplementedYet("rotate-keys is not implemented yet")
+def rotate_keys(c, iam_user=None, stack=None, keep_old=False, delete_other_active=False, verify_timeout=60,
+                timeout=None, dry_run=False, profile=None, region=None, parallel=1):
+    """Rotate RegistryUser's access key: create, verify, write env file, restart, retire the old key.
+
+    Pre-flight changes nothing. The new key is verified with its own
+    credentials (STS, and a one-object list of PACKAGE_BUCKET_NAME) until 3
+    checks in a row pass. The env file is replaced atomically, the containers
+    are recreated and must be healthy with the new key, then the old key is
+    deactivated and deleted. Any failure after the file is written is rolled
+    back; a run that died is finished or rolled back by the next one.
+    Exit 0 rotated, 1 failed (nothing changed, or rolled back), 2 rollback
+    failed or bad option, 3 host unreachable.
+    """
+    settings = Settings.load(c.config)
+    options = RotateOptions(iam_user=iam_user, stack=stack, keep_old=keep_old,
+                            delete_other_active=delete_other_active,
+                            verify_timeout=_seconds("--verify-timeout", verify_timeout),
+                            restart_timeout=_seconds("--timeout", timeout), dry_run=dry_run)
+    workers = _parallel(parallel)
+    store = keys.KeyStore(keys.session(profile, region))
+    operator = store.operator_arn()
+    cxns = hosts.connections(c, settings)
+    many = len(cxns) > 1
+
+    def run_one(cxn):
+        progress = output.Progress(prefix=ssh.describe(cxn) if many else "")
+        rotation = Rotation(cxn, settings, store, options, progress)
+        rotation.audit["operator"] = operator
+        started = time.monotonic()
+        try:
+            report = rotation.run()
+            rotation.audit["outcome"] = report.outcome
+            return report
+        except QuiltError as e:
+            rotation.audit.update(outcome=_outcome(e), error=str(e))
+            raise
+        finally:
+            rotation.audit["seconds"] = round(time.monotonic() - started, 3)
+            audit.append(settings.audit_log, rotation.audit)
+
+    _finish(hosts.each(cxns, run_one, workers), many,
+            lambda r: f"{r.host}: {r.message}" if r.outcome != "dry-run" else None)
+
+
+def _outcome(error: QuiltError) -> str:
+    text = str(error)
+    if isinstance(error, RollbackFailed):
+        return "rollback-failed"
+    if "rolled back" in text:
+        return "rolled-back"
+    return "failed"
+
+
+def _finish(outcomes, many: bool, describe: Callable) -> None:
+    """Prints each host's result or error; exits with the worst status."""
+    statuses = []
+    for outcome in outcomes:
+        if outcome.error is not None:
+            print(f"Error: {outcome.host}: {outcome.error}" if many else f"Error: {outcome.error}",
+                  file=sys.stderr)
+            statuses.append(outcome.error.status)
+        else:
+            line = describe(outcome.value)
+            if line:
+                print(line)
+            statuses.append(ExitStatus.OK)
+    status = max(statuses, key=int) if statuses else ExitStatus.OK
+    if status != ExitStatus.OK:
+        raise Exit(code=int(status))
 
 
 @task(help={"username": "admin user name", "email": "admin email address"})

@@ -1,0 +1,188 @@
+"""Files on the host: read over SFTP, replaced atomically, backed up privately.
+
+Secrets travel only inside SFTP writes, never in a command line (which the
+host's process list shows) or a remote environment variable. Shell commands
+here carry paths and modes only. A replaced file is either the complete old or
+the complete new one at every instant: the new content goes into a temp file in
+the same folder, created private before anything is written to it, flushed to
+disk, then renamed over the original.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import secrets
+import shlex
+import stat as stat_module
+from dataclasses import dataclass
+
+from fabric import Connection
+
+from . import ssh
+from .config import Settings
+from .errors import QuiltError
+
+
+class HostFileError(QuiltError):
+    """A file on the host could not be read or written; nothing was replaced."""
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file's content and metadata as read from the host."""
+
+    path: str
+    content: bytes
+    mode: int
+    uid: int
+    gid: int
+
+
+def sftp_path(settings: Settings, name: str) -> str:
+    """A path for SFTP (whose working directory is the login directory)."""
+    return posixpath.join(settings.registry_dir, name) if settings.registry_dir else name
+
+
+def sibling(path: str, suffix: str) -> str:
+    """A hidden name next to ``path``: env/registry -> env/.registry.<suffix>."""
+    folder, name = posixpath.split(path)
+    return posixpath.join(folder, f".{name}.{suffix}")
+
+
+def _sftp(c: Connection):
+    ssh.open_connection(c)
+    try:
+        return c.sftp()  # Fabric keeps one SFTP session per connection
+    except Exception as e:
+        raise HostFileError(f"cannot open SFTP on {ssh.describe(c)}: {type(e).__name__}") from None
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).lower()
+    if getattr(e, "errno", None) == 2 or "no such file" in text:
+        return "no such file"
+    if getattr(e, "errno", None) == 13 or "permission denied" in text:
+        return "permission denied"
+    if "no space" in text or getattr(e, "errno", None) == 28:
+        return "no space left on the device"
+    return type(e).__name__
+
+
+def read(c: Connection, settings: Settings, name: str) -> RemoteFile:
+    """Reads a file (relative to registry_dir) over SFTP; never prints it."""
+    path = sftp_path(settings, name)
+    sftp = _sftp(c)
+    try:
+        attrs = sftp.stat(path)
+        if not stat_module.S_ISREG(attrs.st_mode or 0):
+            raise HostFileError(f"{name} on {ssh.describe(c)} is not a regular file")
+        with sftp.open(path, "rb") as f:
+            content = f.read()
+    except HostFileError:
+        raise
+    except (OSError, EOFError) as e:
+        raise HostFileError(f"cannot read {name} on {ssh.describe(c)}: {_reason(e)}") from None
+    return RemoteFile(name, content, stat_module.S_IMODE(attrs.st_mode), attrs.st_uid, attrs.st_gid)
+
+
+def exists(c: Connection, settings: Settings, name: str) -> bool:
+    try:
+        _sftp(c).stat(sftp_path(settings, name))
+    except (OSError, EOFError):
+        return False
+    return True
+
+
+def read_if_exists(c: Connection, settings: Settings, name: str) -> bytes | None:
+    try:
+        with _sftp(c).open(sftp_path(settings, name), "rb") as f:
+            return f.read()
+    except (OSError, EOFError):
+        return None
+
+
+def write_private(c: Connection, settings: Settings, name: str, content: bytes) -> None:
+    """Atomically writes a small 0600 file (journal, lock owner) that holds no secret."""
+    sftp = _sftp(c)
+    path = sftp_path(settings, name)
+    tmp = sibling(path, f"tmp-{secrets.token_hex(4)}")
+    try:
+        with sftp.open(tmp, "wb") as f:
+            f.chmod(0o600)
+            f.write(content)
+        sftp.posix_rename(tmp, path)
+    except (OSError, EOFError) as e:
+        try:
+            sftp.remove(tmp)
+        except (OSError, EOFError):
+            pass
+        raise HostFileError(f"cannot write {name} on {ssh.describe(c)}: {_reason(e)}") from None
+
+
+def remove(c: Connection, settings: Settings, *names: str) -> None:
+    """Removes files if they exist (one command)."""
+    if names:
+        quoted = " ".join(shlex.quote(n) for n in names)
+        ssh.run(c, ssh.in_dir(settings, f"rm -f -- {quoted}"), timeout=30)
+
+
+def backup(c: Connection, settings: Settings, name: str, backup_name: str) -> None:
+    """Copies ``name`` to a 0600 ``backup_name`` (created private before any byte is copied)."""
+    src, dst = shlex.quote(name), shlex.quote(backup_name)
+    result = ssh.run(c, ssh.in_dir(settings, f"umask 077 && rm -f -- {dst} && cp -- {src} {dst} && "
+                                             f"chmod 600 -- {dst} && (sync -- {dst} 2>/dev/null || sync)"),
+                     timeout=60)
+    if not result.ok:
+        raise HostFileError(f"cannot back up {name} on {ssh.describe(c)}: {_tail(result)}")
+
+
+def _tail(result: ssh.RemoteResult) -> str:
+    text = (result.stderr or result.stdout).strip().splitlines()
+    line = text[-1] if text else f"exit code {result.exited}"
+    return "no space left on the device" if "No space left" in line else line[:200]
+
+
+def replace(c: Connection, settings: Settings, name: str, content: bytes, mode: int) -> None:
+    """Atomically replaces ``name`` with ``content``, with ``mode`` and the original's owner.
+
+    The temp file is created empty with mode 0600 (umask 077), given ``mode``
+    and the owner, and only then receives the content over SFTP; it is synced
+    before the rename. On any failure the temp file is removed and ``name`` is
+    untouched.
+    """
+    tmp = sibling(name, f"quilt-ops-{secrets.token_hex(4)}.tmp")
+    q_tmp, q_name = shlex.quote(tmp), shlex.quote(name)
+    prepare = (f"umask 077 && : > {q_tmp} && chmod {mode & 0o7777:o} -- {q_tmp} && "
+               f"(chown --reference={q_name} -- {q_tmp} 2>/dev/null || true)")
+    result = ssh.run(c, ssh.in_dir(settings, prepare), timeout=30)
+    if not result.ok:
+        remove(c, settings, tmp)
+        raise HostFileError(f"cannot create a temp file next to {name} on {ssh.describe(c)}: {_tail(result)}")
+    sftp = _sftp(c)
+    try:
+        with sftp.open(sftp_path(settings, tmp), "r+b") as f:
+            f.write(content)
+            f.flush()
+    except (OSError, EOFError) as e:
+        remove(c, settings, tmp)
+        raise HostFileError(f"cannot write {name} on {ssh.describe(c)}: {_reason(e)}; "
+                            f"the file was not changed") from None
+    commit = (f"(sync -- {q_tmp} 2>/dev/null || sync) && mv -f -- {q_tmp} {q_name} && "
+              f"(sync -- {q_name} 2>/dev/null || true)")
+    result = ssh.run(c, ssh.in_dir(settings, commit), timeout=60)
+    if not result.ok:
+        remove(c, settings, tmp)
+        raise HostFileError(f"cannot replace {name} on {ssh.describe(c)}: {_tail(result)}")
+
+
+def restore(c: Connection, settings: Settings, backup_name: str, name: str, mode: int) -> None:
+    """Atomically puts a backup's content back in place of ``name``, with ``mode``."""
+    tmp = sibling(name, f"quilt-ops-{secrets.token_hex(4)}.tmp")
+    q_tmp, q_bak, q_name = shlex.quote(tmp), shlex.quote(backup_name), shlex.quote(name)
+    command = (f"umask 077 && cp -- {q_bak} {q_tmp} && chmod {mode & 0o7777:o} -- {q_tmp} && "
+               f"(chown --reference={q_name} -- {q_tmp} 2>/dev/null || true) && "
+               f"(sync -- {q_tmp} 2>/dev/null || sync) && mv -f -- {q_tmp} {q_name}")
+    result = ssh.run(c, ssh.in_dir(settings, command), timeout=60)
+    if not result.ok:
+        remove(c, settings, tmp)
+        raise HostFileError(f"cannot restore {name} from its backup on {ssh.describe(c)}: {_tail(result)}")

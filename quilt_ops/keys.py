@@ -1,0 +1,194 @@
+"""RegistryUser's IAM access keys: find the user, list, create, verify, retire.
+
+boto3's own credential chain is used (``AWS_PROFILE``, ``AWS_ENDPOINT_URL``,
+instance roles...), plus ``--profile`` and ``--region``. A new key's secret
+lives only in a `NewKey` (whose repr hides it) on its way to the host's env
+file; no message here ever holds it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from .errors import ConfigError, QuiltError
+
+#: Errors a brand-new key meets while IAM is still propagating it.
+NOT_YET = {"InvalidClientTokenId", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
+           "AuthFailure", "UnrecognizedClientException", "InvalidToken", "ExpiredToken"}
+OPERATOR_CONFIG = botocore.config.Config(retries={"mode": "standard", "max_attempts": 6},
+                                         connect_timeout=5, read_timeout=30)
+#: The verification polls by itself, once a second: no hidden retries.
+PROBE_CONFIG = botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=10)
+
+
+class AwsError(QuiltError):
+    """An AWS call failed; the message names the call and AWS's error code."""
+
+
+class VerifyTimeout(QuiltError):
+    """The new key was not accepted everywhere within the verification timeout."""
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    id: str
+    status: str
+    created: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key just created; ``secret`` never appears in repr, logs or messages."""
+
+    id: str
+    secret: str = field(repr=False)
+
+
+def describe_error(operation: str, e: Exception) -> str:
+    if isinstance(e, botocore.exceptions.ClientError):
+        error = e.response.get("Error", {})
+        message = str(error.get("Message", ""))[:200]
+        return f"{operation} failed: {error.get('Code', 'error')}: {message}".rstrip(": ")
+    if isinstance(e, botocore.exceptions.EndpointConnectionError):
+        return f"{operation} failed: cannot reach the AWS endpoint"
+    if isinstance(e, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
+        return f"{operation} failed: no AWS credentials (set AWS_PROFILE or use --profile)"
+    return f"{operation} failed: {type(e).__name__}"
+
+
+def error_code(e: Exception) -> str | None:
+    if isinstance(e, botocore.exceptions.ClientError):
+        return e.response.get("Error", {}).get("Code")
+    return None
+
+
+def session(profile: str | None = None, region: str | None = None) -> boto3.Session:
+    """The operator's boto3 session."""
+    try:
+        return boto3.Session(profile_name=profile or None, region_name=region or None)
+    except botocore.exceptions.ProfileNotFound:
+        raise ConfigError(f"AWS profile {profile!r} not found") from None
+
+
+class KeyStore:
+    """IAM, STS and CloudFormation calls made with the operator's credentials."""
+
+    def __init__(self, aws: boto3.Session) -> None:
+        self.aws = aws
+        self.region = aws.region_name or "us-east-1"
+        self._clients: dict[str, object] = {}
+
+    def client(self, name: str):
+        if name not in self._clients:
+            self._clients[name] = self.aws.client(name, region_name=self.region, config=OPERATOR_CONFIG)
+        return self._clients[name]
+
+    def call(self, service: str, operation: str, **kwargs):
+        try:
+            return getattr(self.client(service), operation)(**kwargs)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            raise AwsError(describe_error(f"{service.upper()} {operation}", e)) from None
+
+    def operator_arn(self) -> str:
+        return self.call("sts", "get_caller_identity")["Arn"]
+
+    def user_of_key(self, key_id: str) -> str:
+        """The IAM user owning a key (GetAccessKeyLastUsed returns it)."""
+        try:
+            return self.client("iam").get_access_key_last_used(AccessKeyId=key_id)["UserName"]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            if error_code(e) in ("NoSuchEntity", "AccessDenied", "InvalidClientTokenId"):
+                raise AwsError(f"the key on the host ({key_id}) is not known to IAM in this account; "
+                               "give --iam-user or --stack") from None
+            raise AwsError(describe_error("IAM GetAccessKeyLastUsed", e)) from None
+
+    def user_from_stack(self, stack: str) -> str:
+        """The physical name of a CloudFormation stack's RegistryUser resource."""
+        try:
+            resource = self.client("cloudformation").describe_stack_resource(
+                StackName=stack, LogicalResourceId="RegistryUser")
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            raise AwsError(describe_error(f"CloudFormation lookup of stack {stack!r}", e)) from None
+        return resource["StackResourceDetail"]["PhysicalResourceId"]
+
+    def user_arn(self, user: str) -> str:
+        try:
+            return self.client("iam").get_user(UserName=user)["User"]["Arn"]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            if error_code(e) == "NoSuchEntity":
+                raise AwsError(f"IAM user {user!r} does not exist") from None
+            raise AwsError(describe_error("IAM GetUser", e)) from None
+
+    def keys(self, user: str) -> list[AccessKey]:
+        listed = self.call("iam", "list_access_keys", UserName=user)["AccessKeyMetadata"]
+        return [AccessKey(k["AccessKeyId"], k["Status"], k.get("CreateDate")) for k in listed]
+
+    def create(self, user: str) -> NewKey:
+        key = self.call("iam", "create_access_key", UserName=user)["AccessKey"]
+        return NewKey(key["AccessKeyId"], key["SecretAccessKey"])
+
+    def deactivate(self, user: str, key_id: str) -> None:
+        self._ignore_missing("update_access_key", UserName=user, AccessKeyId=key_id, Status="Inactive")
+
+    def activate(self, user: str, key_id: str) -> None:
+        self._ignore_missing("update_access_key", UserName=user, AccessKeyId=key_id, Status="Active")
+
+    def delete(self, user: str, key_id: str) -> None:
+        self._ignore_missing("delete_access_key", UserName=user, AccessKeyId=key_id)
+
+    def _ignore_missing(self, operation: str, **kwargs) -> None:
+        try:
+            getattr(self.client("iam"), operation)(**kwargs)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            if error_code(e) != "NoSuchEntity":
+                raise AwsError(describe_error(f"IAM {operation}", e)) from None
+
+    def check_with(self, key: NewKey, user_arn: str, bucket: str | None) -> str | None:
+        """One verification with the key's own credentials; None if it passed, else why not."""
+        own = boto3.Session(aws_access_key_id=key.id, aws_secret_access_key=key.secret, region_name=self.region)
+        try:
+            arn = own.client("sts", config=PROBE_CONFIG).get_caller_identity()["Arn"]
+            if arn != user_arn:
+                return f"STS says the key is {arn}, not {user_arn}"
+            if bucket:
+                own.client("s3", config=PROBE_CONFIG).list_objects_v2(Bucket=bucket, MaxKeys=1)
+        except botocore.exceptions.ClientError as e:
+            return error_code(e) or "refused"
+        except botocore.exceptions.BotoCoreError as e:
+            return type(e).__name__
+        return None
+
+    def verify(self, key: NewKey, user_arn: str, bucket: str | None, timeout: float,
+               on_wait: Callable[[str], None] = lambda text: None, needed: int = 3,
+               interval: float = 1.0) -> int:
+        """Polls until ``needed`` checks in a row pass; returns how many checks it took.
+
+        One accepted call does not prove that every service accepts the key, so
+        a single pass is not enough. Raises `VerifyTimeout` when ``timeout`` runs out.
+        """
+        deadline = time.monotonic() + timeout
+        streak = attempts = 0
+        last = "no check yet"
+        while True:
+            attempts += 1
+            started = time.monotonic()
+            why_not = self.check_with(key, user_arn, bucket)
+            if why_not is None:
+                streak += 1
+                if streak >= needed:
+                    return attempts
+            else:
+                streak, last = 0, why_not
+            if time.monotonic() >= deadline:
+                raise VerifyTimeout(f"the new key {key.id} was not accepted within {timeout:.0f}s "
+                                    f"(last answer: {last})")
+            on_wait(f"verifying {key.id}: {streak}/{needed} checks passed"
+                    + (f", last refusal {last}" if streak == 0 and why_not else ""))
+            time.sleep(max(0.0, min(interval - (time.monotonic() - started), deadline - time.monotonic())))
