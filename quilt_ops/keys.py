@@ -104,9 +104,12 @@ class KeyStore:
         try:
             return self.client("iam").get_access_key_last_used(AccessKeyId=key_id)["UserName"]
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
-            if error_code(e) in ("NoSuchEntity", "AccessDenied", "InvalidClientTokenId"):
+            if error_code(e) in ("NoSuchEntity", "InvalidClientTokenId"):
                 raise AwsError(f"the key on the host ({key_id}) is not known to IAM in this account; "
                                "give --iam-user or --stack") from None
+            if error_code(e) == "AccessDenied":
+                raise AwsError(f"not allowed to look up who owns the host's key {key_id} "
+                               "(iam:GetAccessKeyLastUsed); give --iam-user or --stack") from None
             raise AwsError(describe_error("IAM GetAccessKeyLastUsed", e)) from None
 
     def user_from_stack(self, stack: str) -> str:

@@ -99,16 +99,26 @@ class HostLock:
             channel.close()
             if b"not found" in errors:
                 raise QuiltError(f"flock is not installed on {ssh.describe(self.c)}")
+            if b"cannot open" in errors or b"ermission denied" in errors:
+                raise QuiltError(f"cannot create the lock file {lock_name(self.settings)} on "
+                                 f"{ssh.describe(self.c)}: permission denied; nothing was changed")
             holder = hostfiles.read_if_exists(self.c, self.settings, owner_name(self.settings))
             raise LockHeld(f"{ssh.describe(self.c)} is locked: {describe_owner(holder)}; "
                            "try again when it has finished")
         self.channel = channel
         owner = {"task": self.task, "who": who_am_i(), "pid": os.getpid(),
                  "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        hostfiles.write_private(self.c, self.settings, owner_name(self.settings), json.dumps(owner).encode())
+        try:
+            hostfiles.write_private(self.c, self.settings, owner_name(self.settings), json.dumps(owner).encode())
+        except QuiltError:
+            pass  # the note only helps a second operator; the lock itself is held
 
     def release(self) -> None:
         if self.channel is not None:
+            try:
+                hostfiles.remove(self.c, self.settings, owner_name(self.settings))
+            except QuiltError:
+                pass
             try:
                 self.channel.shutdown_write()
                 self.channel.close()

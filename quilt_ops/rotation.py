@@ -265,6 +265,14 @@ class Rotation:
 
     def rotate(self, plan: Plan, remote: hostfiles.RemoteFile) -> RotationReport:
         user = plan.iam_user
+        # The journal first: if it cannot be written, nothing has been changed yet.
+        self.journal = {"version": 1, "step": "creating", "iam_user": user, "old_key_id": plan.old_key_id,
+                        "existing": [plan.old_key_id], "keep_old": plan.keep_old, "mode": plan.mode,
+                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "who": who_am_i()}
+        try:
+            self.save_journal()
+        except hostfiles.HostFileError as e:
+            raise RotationFailed(f"{e}; nothing was changed") from None
         with self.step("cleanup"):
             for key_id in plan.delete_inactive:
                 self.store.delete(user, key_id)
@@ -273,12 +281,12 @@ class Rotation:
                 self.store.deactivate(user, key_id)
                 self.store.delete(user, key_id)
                 self.progress.step(f"deactivated and deleted {key_id}")
-        self.journal = {"version": 1, "step": "creating", "iam_user": user, "old_key_id": plan.old_key_id,
-                        "existing": [plan.old_key_id], "keep_old": plan.keep_old, "mode": plan.mode,
-                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "who": who_am_i()}
-        self.save_journal()
         with self.step("create"):
-            new = self.store.create(user)
+            try:
+                new = self.store.create(user)
+            except AwsError as e:
+                self.clear_journal()
+                raise RotationFailed(f"{e}; nothing was changed") from None
             self.audit["new_key_id"] = new.id
             self.save_journal(step="created", new_key_id=new.id)
             self.progress.step(f"created {new.id}")
@@ -331,14 +339,18 @@ class Rotation:
             self.progress.step(f"wrote {self.settings.env_file} with {new.id} (backup kept until done)")
 
     def retire(self, user: str, old_key_id: str, keep_old: bool) -> None:
+        """Deactivates, then deletes, the old key; the journal stays until both are done."""
         with self.step("retire"):
             self.save_journal(step="retiring")
-            self.store.deactivate(user, old_key_id)
-            if keep_old:
-                self.progress.step(f"deactivated {old_key_id} (kept: --keep-old)")
-            else:
-                self.store.delete(user, old_key_id)
-                self.progress.step(f"deactivated and deleted {old_key_id}")
+            try:
+                self.store.deactivate(user, old_key_id)
+                if not keep_old:
+                    self.store.delete(user, old_key_id)
+            except AwsError as e:
+                raise RotationFailed(f"{self.host} runs on the new key, but retiring {old_key_id} failed: {e}; "
+                                     "run rotate-keys again to finish") from None
+            self.progress.step(f"deactivated {old_key_id} (kept: --keep-old)" if keep_old
+                               else f"deactivated and deleted {old_key_id}")
 
     # -- failure --------------------------------------------------------------------------
 

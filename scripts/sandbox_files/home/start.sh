@@ -14,7 +14,8 @@ CATALOG_PORT=@CATALOG_PORT@
 DB_DIR=@DB_DIR@
 FAULTS_DIR=@FAULTS_DIR@
 
-if [ -e "$FAULTS_DIR/start-fails" ]; then
+if [ -e "$FAULTS_DIR/start-fails" ] || { [ -e "$FAULTS_DIR/start-fails-unless-key" ] &&
+    ! grep -qx "AWS_ACCESS_KEY_ID=$(cat "$FAULTS_DIR/start-fails-unless-key")" env/registry; }; then
     echo "docker: Error response from daemon: failed to create task for container: sandbox fault start-fails." >&2
     exit 125
 fi
