@@ -23,6 +23,7 @@ from . import audit, hosts, keys, output, ssh
 from . import restart as restarting
 from .config import DEFAULTS, Settings
 from .errors import ConfigError, NotImplementedYet, QuiltError
+from .lock import HostLock
 from .rotation import RollbackFailed, Rotation, RotateOptions
 from .status import ExitStatus, label
 
@@ -140,7 +141,8 @@ def restart(c, dry_run=False, timeout=None, parallel=DEFAULT_PARALLEL):
         progress = output.Progress(prefix=ssh.describe(cxn) if many else "")
         if dry_run:
             return plan(cxn, settings, progress)
-        return restarting.restart(cxn, settings, progress, wait)
+        with HostLock(cxn, settings, "restart"):
+            return restarting.restart(cxn, settings, progress, wait)
 
     outcomes = hosts.each(cxns, run_one, workers)
     statuses = []

@@ -93,19 +93,39 @@ class Sandbox:
         finally:
             path.unlink(missing_ok=True)
 
+    #: The env file's secret-bearing variables.
+    SECRET_NAMES = ("SQLALCHEMY_DATABASE_URI", "SMTP_USERNAME", "SMTP_PASSWORD", "QUILT_SECRET_KEY",
+                    "AWS_SECRET_ACCESS_KEY", "AWS_SECRET_KEY")
+
     def env_values(self) -> list[str]:
-        """Every value in env/registry (the secrets a leak test looks for)."""
+        """The secret values in env/registry (what a leak test looks for), and the DB password alone."""
         values = []
         for line in self.env_file.read_text().splitlines():
-            if "=" in line and not line.lstrip().startswith("#"):
-                value = line.split("=", 1)[1].strip()
-                if len(value) >= 8:
-                    values.append(value)
+            name, _, value = line.partition("=")
+            if name.strip() in self.SECRET_NAMES and value.strip():
+                values.append(value.strip())
+                if name.strip() == "SQLALCHEMY_DATABASE_URI" and "@" in value:
+                    values.append(value.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1])
         return values
 
     def accepted_logins(self) -> int:
         log = self.dir / "ssh" / "sshd.log"
         return log.read_text(errors="replace").count("Accepted publickey") if log.exists() else 0
+
+    def host_key_id(self) -> str:
+        for line in self.env_file.read_text().splitlines():
+            if line.startswith("AWS_ACCESS_KEY_ID="):
+                key = line.split("=", 1)[1].strip()
+        return key
+
+    def registry_runs_with(self, key_id: str) -> bool:
+        env = self.docker("inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", "registry").stdout
+        return f"AWS_ACCESS_KEY_ID={key_id}" in env.splitlines()
+
+    def leftovers(self) -> list[str]:
+        """Files quilt-ops left next to the env file (its lock file may stay)."""
+        return sorted(p.name for p in self.env_file.parent.iterdir()
+                      if p.name not in ("registry", "catalog", ".registry.quilt-ops.lock"))
 
     def healthy(self) -> bool:
         return self.run("health").returncode == 0
@@ -114,6 +134,8 @@ class Sandbox:
         """Back to a healthy host after a test that broke it."""
         for fault in (self.dir / "faults").iterdir():
             fault.unlink()
+        (self.dir / "aws" / "faults.json").write_text("{}")
+        self.env_file.parent.chmod(0o700)
         if self.env_file.exists():
             self.env_file.chmod(0o600)
         if self.running() >= {"registry", "catalog", "registry-nginx"} and self.healthy():
@@ -133,3 +155,43 @@ def bring_up() -> tuple[Sandbox | None, str]:
     info = json.loads(status.stdout)
     info["up_seconds"] = time.monotonic() - started
     return Sandbox(info), ""
+
+
+class Aws:
+    """The sandbox's AWS (moto behind the propagation-delay proxy), as the operator sees it."""
+
+    def __init__(self, box: Sandbox) -> None:
+        import boto3
+
+        self.box = box
+        env = box.aws_env()
+        self.env = env
+        self.kw = {"endpoint_url": env["AWS_ENDPOINT_URL"], "region_name": env["AWS_DEFAULT_REGION"],
+                   "aws_access_key_id": env["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"]}
+        self.iam = boto3.client("iam", **self.kw)
+        self.user = box.info["aws"]["iam_user"]
+        self.faults_file = box.dir / "aws" / "faults.json"
+
+    def keys(self) -> dict[str, str]:
+        """RegistryUser's keys: id -> status."""
+        listed = self.iam.list_access_keys(UserName=self.user)["AccessKeyMetadata"]
+        return {k["AccessKeyId"]: k["Status"] for k in listed}
+
+    def fault(self, **settings) -> None:
+        self.faults_file.write_text(json.dumps(settings))
+
+    def clear(self) -> None:
+        self.faults_file.write_text("{}")
+
+    def operator(self, name: str, policy: dict) -> dict:
+        """A new operator user holding exactly ``policy``; returns its AWS environment."""
+        self.iam.create_user(UserName=name)
+        self.iam.put_user_policy(UserName=name, PolicyName="quilt-ops", PolicyDocument=json.dumps(policy))
+        key = self.iam.create_access_key(UserName=name)["AccessKey"]
+        return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+    def remove_operator(self, name: str) -> None:
+        for key in self.iam.list_access_keys(UserName=name)["AccessKeyMetadata"]:
+            self.iam.delete_access_key(UserName=name, AccessKeyId=key["AccessKeyId"])
+        self.iam.delete_user_policy(UserName=name, PolicyName="quilt-ops")
+        self.iam.delete_user(UserName=name)

@@ -1,0 +1,473 @@
+"""`fab rotate-keys` against the sandbox: real sshd, Docker, moto with IAM auth on."""
+
+import json
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.sandbox import ROOT, Aws
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture
+def aws(host):
+    client = Aws(host)
+    client.clear()
+    yield client
+    client.clear()
+
+
+def key_lines_removed(content: bytes) -> bytes:
+    return re.sub(rb"(?m)^(\s*)(AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_SECRET_KEY)=[^\r\n]*", rb"\1\2=", content)
+
+
+def assert_consistent(host, aws, warning_ok=False):
+    """Healthy, exactly one Active key that is the host's, the registry runs on it, nothing left over."""
+    keys = aws.keys()
+    host_key = host.host_key_id()
+    assert keys == {host_key: "Active"}, keys
+    assert host.registry_runs_with(host_key)
+    assert host.leftovers() == [], host.leftovers()
+    assert host.run("health").returncode in ((0, 1) if warning_ok else (0,))
+
+
+def rotate(host, *args, **kw):
+    return host.run("rotate-keys", *args, **kw)
+
+
+def one_error(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- happy path
+
+
+def test_rotation_end_to_end(host, aws):
+    before = host.env_file.read_bytes()
+    mode = host.env_file.stat().st_mode & 0o7777
+    old = host.host_key_id()
+    result = rotate(host)
+    assert result.returncode == 0, result.stdout + result.stderr
+    new = host.host_key_id()
+    assert new != old
+    assert aws.keys() == {new: "Active"}
+    assert host.registry_runs_with(new)
+    after = host.env_file.read_bytes()
+    assert key_lines_removed(after) == key_lines_removed(before)
+    assert after != before
+    assert host.env_file.stat().st_mode & 0o7777 == mode
+    assert f"rotated {old} -> {new}" in result.stdout
+    for step in ("pre-flight passed", "created", "verified", "wrote env/registry", "the registry runs with",
+                 "deactivated and deleted"):
+        assert step in result.stdout
+    assert_consistent(host, aws)
+    record = json.loads((host.dir / "audit.log").read_text().splitlines()[-1])
+    assert record["outcome"] == "rotated" and record["old_key_id"] == old and record["new_key_id"] == new
+    assert record["operator"].endswith(":user/quilt-operator")
+    assert [s["step"] for s in record["steps"]] == ["preflight", "cleanup", "create", "verify", "write",
+                                                    "restart", "retire"]
+
+
+def test_dry_run_changes_nothing(host, aws):
+    before, keys = host.env_file.read_bytes(), aws.keys()
+    ids = host.container_ids()
+    result = rotate(host, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "Plan for sandbox:" in result.stdout and "dry run, nothing changed" in result.stdout
+    assert host.env_file.read_bytes() == before and aws.keys() == keys and host.container_ids() == ids
+
+
+def test_help_documents_every_option(sandbox):
+    result = subprocess.run(["fab", "--help", "rotate-keys"], cwd=ROOT, capture_output=True, text=True)
+    for option in ("--iam-user", "--stack", "--keep-old", "--delete-other-active", "--verify-timeout",
+                   "--timeout", "--dry-run", "--profile", "--region", "--parallel"):
+        assert option in result.stdout
+
+
+# ----------------------------------------------------------------------------- env file shapes
+
+
+def shape(host, kind: str) -> bytes:
+    current = host.env_file.read_bytes().decode()
+    key_id = host.host_key_id()
+    secret = re.search(r"(?m)^AWS_SECRET_ACCESS_KEY=(\S+)", current) or re.search(r"(?m)^AWS_SECRET_KEY=(\S+)", current)
+    secret = secret.group(1)
+    body = re.sub(r"(?m)^AWS_(ACCESS_KEY_ID|SECRET_ACCESS_KEY|SECRET_KEY)=.*\n?", "", current).rstrip("\n") + "\n"
+    if kind == "only_legacy_secret":
+        text = body + f"AWS_ACCESS_KEY_ID={key_id}\nAWS_SECRET_KEY={secret}\n"
+    elif kind == "both_names":
+        text = body + f"AWS_SECRET_KEY={secret}\nAWS_ACCESS_KEY_ID={key_id}\nAWS_SECRET_ACCESS_KEY={secret}\n"
+    elif kind == "crlf":
+        text = (body + f"AWS_ACCESS_KEY_ID={key_id}\nAWS_SECRET_ACCESS_KEY={secret}\n").replace("\n", "\r\n")
+    elif kind == "no_final_newline":
+        text = body + f"AWS_ACCESS_KEY_ID={key_id}\nAWS_SECRET_ACCESS_KEY={secret}"
+    elif kind == "comments_next_to_keys":
+        text = (f"# RegistryUser's key, see the ops page\nAWS_ACCESS_KEY_ID={key_id}\n# the secret:\n"
+                f"AWS_SECRET_ACCESS_KEY={secret}\n# end of keys\n\n" + body)
+    elif kind == "no_secret_line":
+        text = body + f"AWS_ACCESS_KEY_ID={key_id}\n"
+    else:
+        raise ValueError(kind)
+    host.env_file.write_bytes(text.encode())
+    return text.encode()
+
+
+@pytest.mark.parametrize("kind", ["only_legacy_secret", "both_names", "crlf", "no_final_newline",
+                                  "comments_next_to_keys", "no_secret_line"])
+def test_env_file_shapes_keep_every_other_byte(host, aws, kind, usual_shape_after):
+    before = shape(host, kind)
+    result = rotate(host)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = host.env_file.read_bytes()
+    if kind == "no_secret_line":
+        assert after.count(b"AWS_SECRET_ACCESS_KEY=") == 1
+        after = re.sub(rb"(?m)^AWS_SECRET_ACCESS_KEY=.*\n", b"", after)
+    assert key_lines_removed(after) == key_lines_removed(before)
+    assert after.endswith(b"\n") == before.endswith(b"\n")
+    assert (b"\r\n" in after) == (b"\r\n" in before)
+    assert_consistent(host, aws, warning_ok=kind == "only_legacy_secret")
+
+
+@pytest.fixture
+def usual_shape_after(host):
+    """Puts the env file back in the sandbox's usual shape (keeping the current key) after a test."""
+    yield
+    normal = host.env_file.read_bytes().replace(b"\r\n", b"\n")
+    secret = re.search(rb"(?m)^AWS_SECRET(?:_ACCESS)?_KEY=(\S+)", normal).group(1)
+    normal = re.sub(rb"(?m)^AWS_SECRET(_ACCESS)?_KEY=.*\n?", b"", normal).rstrip(b"\n") + b"\n"
+    host.env_file.write_bytes(normal + b"AWS_SECRET_ACCESS_KEY=" + secret + b"\n")
+
+
+@pytest.mark.parametrize("content,words", [
+    ("export AWS_ACCESS_KEY_ID={key}\n", "'export'"),
+    ('AWS_ACCESS_KEY_ID="{key}"\n', "quoted"),
+    ("A=1\n", "no AWS_ACCESS_KEY_ID line"),
+])
+def test_unsafe_env_files_are_refused_with_nothing_changed(host, aws, content, words):
+    original = host.env_file.read_bytes()
+    keys = aws.keys()
+    try:
+        host.env_file.write_text(content.format(key=host.host_key_id()))
+        broken = host.env_file.read_bytes()
+        result = rotate(host)
+        assert result.returncode == 1
+        assert words in one_error(result)
+        assert host.env_file.read_bytes() == broken and aws.keys() == keys
+    finally:
+        host.env_file.write_bytes(original)
+
+
+# ----------------------------------------------------------------------------- two-key limit
+
+
+def test_inactive_spare_key_is_cleaned_up(host, aws):
+    spare = aws.iam.create_access_key(UserName=aws.user)["AccessKey"]["AccessKeyId"]
+    aws.iam.update_access_key(UserName=aws.user, AccessKeyId=spare, Status="Inactive")
+    result = rotate(host)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"deleted Inactive key {spare}" in result.stdout
+    assert_consistent(host, aws)
+
+
+def test_active_stranger_stops_the_run_with_nothing_changed(host, aws):
+    stranger = aws.iam.create_access_key(UserName=aws.user)["AccessKey"]["AccessKeyId"]
+    try:
+        before, keys, ids = host.env_file.read_bytes(), aws.keys(), host.container_ids()
+        result = rotate(host)
+        assert result.returncode == 1
+        line = one_error(result)
+        assert stranger in line and "--delete-other-active" in line
+        assert host.env_file.read_bytes() == before and aws.keys() == keys and host.container_ids() == ids
+        assert host.leftovers() == []
+    finally:
+        aws.iam.delete_access_key(UserName=aws.user, AccessKeyId=stranger)
+
+
+def test_delete_other_active_removes_the_stranger(host, aws):
+    stranger = aws.iam.create_access_key(UserName=aws.user)["AccessKey"]["AccessKeyId"]
+    result = rotate(host, "--delete-other-active")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert stranger not in aws.keys()
+    assert_consistent(host, aws)
+
+
+def test_keep_old_leaves_it_inactive_and_the_next_rotation_removes_it(host, aws):
+    old = host.host_key_id()
+    assert rotate(host, "--keep-old").returncode == 0
+    assert aws.keys()[old] == "Inactive"
+    assert len(aws.keys()) == 2
+    result = rotate(host)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"deleted Inactive key {old}" in result.stdout
+    assert_consistent(host, aws)
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+def test_verify_timeout_deletes_the_new_key_and_leaves_the_host(host, aws):
+    before, keys, ids = host.env_file.read_bytes(), aws.keys(), host.container_ids()
+    aws.fault(new_key_delay=60)
+    result = rotate(host, "--verify-timeout", "3")
+    assert result.returncode == 1
+    line = one_error(result)
+    assert "not accepted within 3s" in line and "the host was not changed" in line
+    assert host.env_file.read_bytes() == before and aws.keys() == keys and host.container_ids() == ids
+    assert_consistent(host, aws)
+
+
+def test_propagation_delay_shorter_than_the_timeout_succeeds_after_retries(host, aws):
+    aws.fault(new_key_delay=4, flaky=True)
+    result = rotate(host, "--verify-timeout", "30")
+    assert result.returncode == 0, result.stdout + result.stderr
+    verified = re.search(r"verified \S+: 3 passes in a row after (\d+) checks \(([\d.]+)s\)", result.stdout)
+    assert int(verified.group(1)) > 3 and float(verified.group(2)) >= 4
+    assert_consistent(host, aws)
+
+
+def test_start_script_failing_on_the_new_file_is_rolled_back(host, aws):
+    before, old = host.env_file.read_bytes(), host.host_key_id()
+    with host.fault("start-fails-unless-key", old):
+        result = rotate(host, "--timeout", "20")
+    assert result.returncode == 1
+    line = one_error(result)
+    assert line.startswith("Error: rotation failed and was rolled back: ./start.sh failed")
+    assert host.env_file.read_bytes() == before
+    assert aws.keys() == {old: "Active"}
+    assert_consistent(host, aws)
+
+
+def test_registry_unhealthy_on_the_new_key_is_rolled_back(host, aws):
+    before, old = host.env_file.read_bytes(), host.host_key_id()
+    with host.fault("registry-healthy-only-with-key", old):
+        result = rotate(host, "--timeout", "4")
+    assert result.returncode == 1
+    assert "rolled back" in one_error(result) and "probe registry" in result.stderr
+    assert host.env_file.read_bytes() == before
+    assert_consistent(host, aws)
+
+
+def test_failed_rollback_keeps_both_keys_and_the_next_run_finishes(host, aws):
+    old = host.host_key_id()
+    with host.fault("start-fails"):
+        result = rotate(host, "--timeout", "5")
+        assert result.returncode == 2
+        line = one_error(result)
+        assert "so did its rollback" in line and "fab -H sandbox rotate-keys" in line
+        keys = aws.keys()
+        assert len(keys) == 2 and set(keys.values()) == {"Active"} and old in keys
+    result = rotate(host)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "found an unfinished rotation" in result.stdout
+    assert_consistent(host, aws)
+
+
+def test_env_folder_not_writable_changes_nothing(host, aws):
+    before, keys, ids = host.env_file.read_bytes(), aws.keys(), host.container_ids()
+    host.env_file.parent.chmod(0o500)
+    try:
+        result = rotate(host)
+    finally:
+        host.env_file.parent.chmod(0o700)
+    assert result.returncode == 1
+    assert "permission denied" in one_error(result)
+    assert host.env_file.read_bytes() == before and aws.keys() == keys and host.container_ids() == ids
+    assert_consistent(host, aws)
+
+
+def test_wrong_iam_user_is_refused(host, aws):
+    result = rotate(host, "--iam-user", "quilt-operator")
+    assert result.returncode == 1
+    assert "does not belong to IAM user quilt-operator" in one_error(result)
+    result = rotate(host, "--iam-user", "no-such-user")
+    assert result.returncode == 1
+    assert "does not exist" in one_error(result)
+    assert_consistent(host, aws)
+
+
+# ----------------------------------------------------------------------------- resume and concurrency
+
+
+def start_rotation(host, *args, env=None):
+    exe = "fab"
+    cmd = [exe, "-S", str(host.ssh_config), "-f", str(host.fabric_config), "-H", "sandbox", "rotate-keys", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, env=host.tool_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def kill_when(proc, pattern: str, timeout: float = 60) -> str:
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if pattern in line:
+            proc.kill()
+            break
+    proc.wait(timeout=30)
+    return "".join(seen)
+
+
+@pytest.mark.parametrize("pattern", ["locked sandbox", "pre-flight passed", "created", "verifying",
+                                     "wrote env/registry", "removing registry", "healthy after",
+                                     "the registry runs with"])
+def test_killed_at_any_step_the_next_run_ends_consistent(host, aws, pattern):
+    aws.fault(new_key_delay=2)
+    proc = start_rotation(host)
+    seen = kill_when(proc, pattern)
+    assert pattern in seen, seen
+    aws.clear()
+    result = rotate(host)
+    assert result.returncode == 0, seen + result.stdout + result.stderr
+    assert_consistent(host, aws)
+
+
+def test_two_rotations_at_once_one_waits_out_with_the_lock_message(host, aws):
+    aws.fault(new_key_delay=4)
+    first = start_rotation(host)
+    seen = ""
+    while "created" not in seen:
+        line = first.stdout.readline()
+        assert line, seen
+        seen += line
+    second = rotate(host)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, seen + out + err
+    assert second.returncode == 1
+    line = one_error(second)
+    assert "is locked: rotate-keys by" in line and "since" in line
+    aws.clear()
+    assert_consistent(host, aws)
+
+
+def test_restart_during_a_rotation_is_refused(host, aws):
+    aws.fault(new_key_delay=3)
+    first = start_rotation(host)
+    seen = ""
+    while "created" not in seen:
+        line = first.stdout.readline()
+        assert line, seen
+        seen += line
+    restart = host.run("restart")
+    first.communicate(timeout=120)
+    assert first.returncode == 0
+    assert restart.returncode == 1 and "is locked: rotate-keys" in restart.stderr
+    aws.clear()
+    assert_consistent(host, aws)
+
+
+# ----------------------------------------------------------------------------- leaks and privilege
+
+
+class ProcessWatcher:
+    """Samples every process's command line and environment on the (local) host during a run.
+
+    The containers' own processes are left out: the registry holds its
+    environment by design (that is what the env file is for).
+    """
+
+    def __init__(self):
+        self.seen = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop.is_set():
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    if "/docker/" in (proc / "cgroup").read_text():
+                        continue
+                except OSError:
+                    continue
+                for name in ("cmdline", "environ"):
+                    try:
+                        self.seen.add((proc / name).read_bytes())
+                    except OSError:
+                        pass
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+def test_no_secret_leaks_anywhere(host, aws, tmp_path):
+    before_secrets = host.env_values()
+    audit_before = (host.dir / "audit.log").read_text() if (host.dir / "audit.log").exists() else ""
+    tmp_before = {p for p in Path("/tmp").iterdir()}
+    with ProcessWatcher() as watcher:
+        result = rotate(host)
+    assert result.returncode == 0, result.stderr
+    assert len(watcher.seen) > 50
+    secrets = set(before_secrets) | set(host.env_values())
+    new_secret = re.search(r"(?m)^AWS_SECRET_ACCESS_KEY=(\S+)", host.env_file.read_text()).group(1)
+    assert new_secret in secrets
+    audit_text = (host.dir / "audit.log").read_text()[len(audit_before):]
+    tmp_files = b""
+    for path in {p for p in Path("/tmp").iterdir()} - tmp_before:
+        if path.is_file() and path.stat().st_size < 10_000_000:
+            tmp_files += path.read_bytes()
+    for secret in secrets:
+        assert secret not in result.stdout and secret not in result.stderr
+        assert secret not in audit_text
+        assert secret.encode() not in tmp_files
+        for blob in watcher.seen:
+            assert secret.encode() not in blob, "a secret was on a command line or in an environment"
+
+
+def readme_policy() -> dict:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- rotate-keys policy -->", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    return json.loads(block)
+
+
+def moto_view(policy: dict) -> dict:
+    """moto checks IAM actions against resource "*" only, so scoped IAM resources must widen here."""
+    widened = json.loads(json.dumps(policy))
+    for statement in widened["Statement"]:
+        if any(action.startswith("iam:") for action in statement["Action"]):
+            statement["Resource"] = "*"
+    return widened
+
+
+def test_rotation_with_exactly_the_readme_policy(host, aws):
+    policy = readme_policy()
+    creds = aws.operator("least-privilege-operator", moto_view(policy))
+    try:
+        result = rotate(host, env=creds)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_consistent(host, aws)
+        # every action is needed: without any one, the run fails and leaves nothing behind
+        iam_actions = [a for s in policy["Statement"] for a in s["Action"] if a.startswith("iam:")]
+        for action in iam_actions:
+            smaller = moto_view(policy)
+            for statement in smaller["Statement"]:
+                statement["Action"] = [a for a in statement["Action"] if a != action]
+            aws.iam.put_user_policy(UserName="least-privilege-operator", PolicyName="quilt-ops",
+                                    PolicyDocument=json.dumps(smaller))
+            result = rotate(host, env=creds)
+            assert result.returncode != 0, action
+            assert "Traceback" not in result.stderr
+            aws.iam.put_user_policy(UserName="least-privilege-operator", PolicyName="quilt-ops",
+                                    PolicyDocument=json.dumps(moto_view(policy)))
+            finish = rotate(host, env=creds)  # finishes what the denied run left, if anything
+            assert finish.returncode == 0, action + finish.stdout + finish.stderr
+            assert_consistent(host, aws)
+    finally:
+        aws.remove_operator("least-privilege-operator")
