@@ -43,10 +43,24 @@ def sftp_path(settings: Settings, name: str) -> str:
     return posixpath.join(settings.registry_dir, name) if settings.registry_dir else name
 
 
+TEMP_PREFIX = ".quilt-ops-tmp-"
+
+
 def sibling(path: str, suffix: str) -> str:
     """A hidden name next to ``path``: env/registry -> env/.registry.<suffix>."""
     folder, name = posixpath.split(path)
     return posixpath.join(folder, f".{name}.{suffix}")
+
+
+def temp_name(path: str) -> str:
+    """A fresh temp file name in the folder of ``path`` (so a rename over it is atomic)."""
+    return posixpath.join(posixpath.dirname(path), f"{TEMP_PREFIX}{secrets.token_hex(6)}")
+
+
+def remove_temp_files(c: Connection, settings: Settings, folder: str) -> None:
+    """Removes temp files a killed run left in ``folder``; call only while holding the host lock."""
+    pattern = posixpath.join(folder, TEMP_PREFIX) if folder else TEMP_PREFIX
+    ssh.run(c, ssh.in_dir(settings, f"rm -f -- {shlex.quote(pattern)}*"), timeout=30)
 
 
 def _sftp(c: Connection):
@@ -105,7 +119,7 @@ def write_private(c: Connection, settings: Settings, name: str, content: bytes) 
     """Atomically writes a small 0600 file (journal, lock owner) that holds no secret."""
     sftp = _sftp(c)
     path = sftp_path(settings, name)
-    tmp = sibling(path, f"tmp-{secrets.token_hex(4)}")
+    tmp = temp_name(path)
     try:
         with sftp.open(tmp, "wb") as f:
             f.chmod(0o600)
@@ -150,7 +164,7 @@ def replace(c: Connection, settings: Settings, name: str, content: bytes, mode: 
     before the rename. On any failure the temp file is removed and ``name`` is
     untouched.
     """
-    tmp = sibling(name, f"quilt-ops-{secrets.token_hex(4)}.tmp")
+    tmp = temp_name(name)
     q_tmp, q_name = shlex.quote(tmp), shlex.quote(name)
     prepare = (f"umask 077 && : > {q_tmp} && chmod {mode & 0o7777:o} -- {q_tmp} && "
                f"(chown --reference={q_name} -- {q_tmp} 2>/dev/null || true)")
@@ -177,7 +191,7 @@ def replace(c: Connection, settings: Settings, name: str, content: bytes, mode: 
 
 def restore(c: Connection, settings: Settings, backup_name: str, name: str, mode: int) -> None:
     """Atomically puts a backup's content back in place of ``name``, with ``mode``."""
-    tmp = sibling(name, f"quilt-ops-{secrets.token_hex(4)}.tmp")
+    tmp = temp_name(name)
     q_tmp, q_bak, q_name = shlex.quote(tmp), shlex.quote(backup_name), shlex.quote(name)
     command = (f"umask 077 && cp -- {q_bak} {q_tmp} && chmod {mode & 0o7777:o} -- {q_tmp} && "
                f"(chown --reference={q_name} -- {q_tmp} 2>/dev/null || true) && "

@@ -16,6 +16,7 @@ Invariants kept at every instant:
 from __future__ import annotations
 
 import json
+import posixpath
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -175,6 +176,7 @@ class Rotation:
                 return self.dry_run()
             with HostLock(self.c, self.settings, "rotate-keys"):
                 self.progress.step(f"locked {self.host}")
+                hostfiles.remove_temp_files(self.c, self.settings, posixpath.dirname(self.settings.env_file))
                 existing = self.load_journal()
                 if existing:
                     finished = self.resume(existing)
