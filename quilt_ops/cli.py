@@ -13,7 +13,7 @@ import os
 
 from fabric import Config
 from fabric.main import Fab
-from invoke.exceptions import Exit
+from invoke.exceptions import Exit, ParseError
 
 from . import __version__
 from .executor import Executor
@@ -21,12 +21,25 @@ from .status import ExitStatus
 from .tasks import ns
 
 
-class ConfigFileErrors:
-    """Program mixin: a missing or unreadable ``-f`` file is one ``Error:`` line.
+class CleanErrors:
+    """Program mixin: option and config-file mistakes are one ``Error:`` line, exit 2.
 
-    invoke silently ignores a ``-f`` path that does not exist (an operator's
-    typo would run with the defaults) and shows a traceback for bad YAML.
+    invoke prints parse errors without a prefix (exit 1), silently ignores a
+    ``-f`` path that does not exist (an operator's typo would run with the
+    defaults) and shows a traceback for bad YAML.
     """
+
+    def parse_core(self, *args, **kwargs):
+        try:
+            return super().parse_core(*args, **kwargs)
+        except ParseError as e:
+            raise Exit(f"Error: {e}", code=int(ExitStatus.USAGE)) from None
+
+    def parse_tasks(self, *args, **kwargs):
+        try:
+            return super().parse_tasks(*args, **kwargs)
+        except ParseError as e:
+            raise Exit(f"Error: {e}", code=int(ExitStatus.USAGE)) from None
 
     def update_config(self, *args, **kwargs):
         path = self.args.config.value
@@ -41,7 +54,7 @@ class ConfigFileErrors:
             raise Exit(f"Error: cannot read config file {path}: {first}", code=int(ExitStatus.USAGE)) from None
 
 
-class QuiltOps(ConfigFileErrors, Fab):
+class QuiltOps(CleanErrors, Fab):
     """``fab`` with the quilt-ops collection built in."""
 
     def print_version(self) -> None:
@@ -75,5 +88,5 @@ def use_with_fab() -> None:
 
     fab = fabric.main.program
     fab.executor_class = Executor
-    if not isinstance(fab, ConfigFileErrors):
-        fab.__class__ = type("QuiltFab", (ConfigFileErrors, type(fab)), {})
+    if not isinstance(fab, CleanErrors):
+        fab.__class__ = type("QuiltFab", (CleanErrors, type(fab)), {})

@@ -41,9 +41,3 @@ class HostKeyChanged(HostError):
 
 class RemoteCommandError(QuiltError):
     """A command on the host failed; the message holds the tail of its output."""
-
-
-class NotImplementedYet(QuiltError):
-    """A task whose issue has not landed."""
-
-    status = ExitStatus.USAGE

@@ -19,10 +19,10 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from . import health as health_checks
-from . import audit, hosts, keys, output, ssh
+from . import admin, audit, hosts, keys, output, ssh
 from . import restart as restarting
 from .config import DEFAULTS, Settings
-from .errors import ConfigError, NotImplementedYet, QuiltError
+from .errors import ConfigError, QuiltError
 from .lock import HostLock
 from .rotation import RollbackFailed, Rotation, RotateOptions
 from .status import ExitStatus, label
@@ -264,11 +264,57 @@ def _finish(outcomes, many: bool, describe: Callable) -> None:
         raise Exit(code=int(status))
 
 
-@task(help={"username": "admin user name", "email": "admin email address"})
+@task(
+    help={
+        "username": "the admin's user name (asked when absent and stdin is a terminal)",
+        "email": "the admin's email address (asked when absent and stdin is a terminal)",
+        "password-stdin": "read the password from the first line of stdin "
+                          "(else QUILT_ADMIN_PASSWORD, else asked twice with echo off)",
+        "timeout": "seconds to wait for each prompt and for the program to finish (default 60)",
+        "dry-run": "validate, connect and check the host, change nothing",
+        "parallel": "how many hosts at once (default 1: host after host)",
+    }
+)
 @reports_errors()
-def create_admin(c, username=None, email=None):
-    """Create the registry's first admin user (not implemented yet)."""
-    raise NotImplementedYet("create-admin is not implemented yet")
+def create_admin(c, username=None, email=None, password_stdin=False, timeout=60, dry_run=False, parallel=1):
+    """Create the registry's first admin by answering create_admin.sh's prompts on the host.
+
+    The inputs are checked locally with the registry's own rules first; a bad
+    one exits 2 without contacting the host. Then, from quilt.registry_dir,
+    runs '. env/registry && ./create_admin.sh' on a pseudo-terminal and types
+    each answer when its prompt appears. The password is never an option, a
+    command line or a remote environment variable, and is masked in anything
+    shown. Exit 0 created, 1 refused or failed, 2 bad input, 3 host unreachable.
+    """
+    settings = Settings.load(c.config)
+    wait = _seconds("--timeout", timeout)
+    workers = _parallel(parallel)
+    details = admin.gather(username, email, password_stdin, os.environ)
+    admin.validate(details)
+    cxns = hosts.connections(c, settings)
+
+    def run_one(cxn):
+        host = ssh.describe(cxn)
+        record = {"task": "create-admin", "host": host, "username": details.username, "email": details.email}
+        try:
+            if dry_run:
+                problems = admin.precheck(cxn, settings)
+                if problems:
+                    raise admin.AdminFailed(f"{host}: " + "; ".join(problems))
+                record["outcome"] = "dry-run"
+                return f"{host}: dry run: would create admin {details.username} <{details.email}> with " \
+                       f"{settings.create_admin_script}; nothing changed"
+            with HostLock(cxn, settings, "create-admin"):
+                admin.create(cxn, settings, details, wait)
+            record["outcome"] = "created"
+            return f"Admin {details.username} created on {host}"
+        except QuiltError as e:
+            record.update(outcome="failed", error=admin.mask(str(e), details.password))
+            raise
+        finally:
+            audit.append(settings.audit_log, record)
+
+    _finish(hosts.each(cxns, run_one, workers), len(cxns) > 1, lambda line: line)
 
 
 ns = Collection(health, restart, rotate_keys, create_admin)

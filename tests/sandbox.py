@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -195,3 +196,41 @@ class Aws:
             self.iam.delete_access_key(UserName=name, AccessKeyId=key["AccessKeyId"])
         self.iam.delete_user_policy(UserName=name, PolicyName="quilt-ops")
         self.iam.delete_user(UserName=name)
+
+
+class ProcessWatcher:
+    """Samples every process's command line and environment on the (local) host during a run.
+
+    The containers' own processes are left out: the registry holds its
+    environment by design (that is what the env file is for).
+    """
+
+    def __init__(self):
+        self.seen = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop.is_set():
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    if "/docker/" in (proc / "cgroup").read_text():
+                        continue
+                except OSError:
+                    continue
+                for name in ("cmdline", "environ"):
+                    try:
+                        self.seen.add((proc / name).read_bytes())
+                    except OSError:
+                        pass
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=10)

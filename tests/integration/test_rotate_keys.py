@@ -3,13 +3,12 @@
 import json
 import re
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.sandbox import ROOT, Aws
+from tests.sandbox import ROOT, Aws, ProcessWatcher
 
 pytestmark = pytest.mark.sandbox
 
@@ -379,44 +378,6 @@ def test_restart_during_a_rotation_is_refused(host, aws):
 
 
 # ----------------------------------------------------------------------------- leaks and privilege
-
-
-class ProcessWatcher:
-    """Samples every process's command line and environment on the (local) host during a run.
-
-    The containers' own processes are left out: the registry holds its
-    environment by design (that is what the env file is for).
-    """
-
-    def __init__(self):
-        self.seen = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stop.is_set():
-            for proc in Path("/proc").iterdir():
-                if not proc.name.isdigit():
-                    continue
-                try:
-                    if "/docker/" in (proc / "cgroup").read_text():
-                        continue
-                except OSError:
-                    continue
-                for name in ("cmdline", "environ"):
-                    try:
-                        self.seen.add((proc / name).read_bytes())
-                    except OSError:
-                        pass
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=10)
 
 
 def test_no_secret_leaks_anywhere(host, aws, tmp_path):
