@@ -141,10 +141,3 @@ def test_restart_missing_start_script_changes_nothing(host, tmp_path):
     assert result.returncode == 1
     assert "not found" in error_line(result) and "nothing was changed" in result.stderr
     assert host.container_ids() == before
-
-
-def test_not_implemented_tasks_say_so(host):
-    for task in ("create-admin",):
-        result = host.run(task)
-        assert result.returncode == 2
-        assert "not implemented yet" in error_line(result)
