@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     "restart_timeout": 120,
     # Hosts to run on when no -H is given.
     "hosts": [],
+    # CloudFormation stacks whose EC2InstanceIp are hosts to run on (when no -H is given).
+    "stacks": [],
     # IAM user whose key the registry runs with ("" = find it from the host's key).
     "iam_user": "",
     "audit_log": "~/.local/state/quilt-ops/audit.log",
@@ -58,6 +60,7 @@ class Settings:
     connect_timeout: float = 10
     restart_timeout: float = 120
     hosts: tuple[str, ...] = ()
+    stacks: tuple[str, ...] = ()
     iam_user: str = ""
     audit_log: str = "~/.local/state/quilt-ops/audit.log"
 
@@ -77,6 +80,7 @@ class Settings:
             connect_timeout=_seconds(raw, "connect_timeout"),
             restart_timeout=_seconds(raw, "restart_timeout"),
             hosts=_hosts(raw, "hosts"),
+            stacks=_hosts(raw, "stacks"),
             iam_user=_text(raw, "iam_user", allow_empty=True),
             audit_log=os.path.expanduser(_text(raw, "audit_log")),
         )
@@ -121,7 +125,7 @@ def _text(raw: dict, key: str, allow_empty: bool = False) -> str:
 def _path(raw: dict, key: str) -> str:
     value = _text(raw, key)
     if value.startswith("/") or ".." in value.split("/"):
-        raise _bad(key, f"a path relative to quilt.registry_dir", value)
+        raise _bad(key, "a path relative to quilt.registry_dir", value)
     return value
 
 
@@ -174,5 +178,5 @@ def _hosts(raw: dict, key: str) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-        raise _bad(key, "a list of host names", value)
+        raise _bad(key, "a list of names", value)
     return tuple(value)

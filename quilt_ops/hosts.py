@@ -30,13 +30,39 @@ class Outcome(Generic[T]):
     error: QuiltError | None = None
 
 
-def connections(c: Any, settings: Settings) -> list[Connection]:
-    """Prepared connections (host-key checking on) for every target host."""
+#: The login user of the real host, used for hosts found from a stack unless ssh_config says otherwise.
+STACK_USER = "ec2-user"
+
+
+def connections(c: Any, settings: Settings, stacks: list[str] | None = None,
+                aws: Callable[[], Any] | None = None) -> list[Connection]:
+    """Prepared connections (host-key checking on) for every target host.
+
+    Hosts are ``-H`` (or ``quilt.hosts``); without them, the ``EC2InstanceIp`` of
+    each ``--stack`` (or of ``quilt.stacks``), logged into as ec2-user unless the
+    ssh_config names a user. Each connection made from a stack carries its
+    name as ``quilt_stack``.
+    """
     if isinstance(c, Connection):
         return [ssh.prepare(c, settings)]
-    if not settings.hosts:
-        raise ConfigError("no host given: use -H HOST (or set quilt.hosts in fabric.yaml)")
-    return [ssh.connection(host, c.config, settings) for host in settings.hosts]
+    if settings.hosts:
+        return [ssh.connection(host, c.config, settings) for host in settings.hosts]
+    names = list(stacks or []) or list(settings.stacks)
+    if not names:
+        raise ConfigError("no host given: use -H HOST or --stack NAME (or set quilt.hosts or quilt.stacks)")
+    from . import keys
+    from . import stacks as registry_stacks
+
+    store = aws() if aws else keys.KeyStore(keys.session())
+    cxns = []
+    for name in names:
+        host = registry_stacks.find(store, name).host
+        cxn = ssh.connection(host, c.config, settings)
+        if not cxn.ssh_config.get("user"):
+            cxn = ssh.connection(f"{STACK_USER}@{host}", c.config, settings)
+        cxn.quilt_stack = name
+        cxns.append(cxn)
+    return cxns
 
 
 def each(cxns: list[Connection], fn: Callable[[Connection], T], parallel: int = 1) -> list[Outcome[T]]:

@@ -107,3 +107,78 @@ def health_json(reports: list[HostHealth]) -> str:
 
 def overall(reports: list[HostHealth]) -> ExitStatus:
     return worst(r.status for r in reports)
+
+
+def _perf_label(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_")
+
+
+def health_nagios(reports: list[HostHealth]) -> str:
+    """One Nagios plugin status line with perfdata (for check_by_ssh-style monitoring)."""
+    status = overall(reports)
+    if len(reports) == 1:
+        report = reports[0]
+        failing = report.failing()
+        detail = (f"{report.host}: " + "; ".join(f"{c.name}: {c.summary}" for c in failing[:3])
+                  if failing else f"{report.host}: {len(report.checks)}/{len(report.checks)} checks OK")
+    else:
+        bad = [r for r in reports if r.status != ExitStatus.OK]
+        detail = f"{len(reports) - len(bad)}/{len(reports)} hosts OK" + (
+            ": " + "; ".join(f"{r.host} {label(r.status)}" for r in bad[:5]) if bad else "")
+    perf = []
+    for report in reports:
+        prefix = _perf_label(report.host) + "_" if len(reports) > 1 else ""
+        ok = sum(c.status == ExitStatus.OK for c in report.checks)
+        perf.append(f"{prefix}checks_ok={ok};;;0;{len(report.checks)}")
+        for check in report.checks:
+            if check.name.startswith("probe ") and check.details.get("seconds") is not None:
+                perf.append(f"{prefix}{_perf_label(check.name)}={check.details['seconds']:.4f}s;;;0")
+    return f"QUILT {label(status)} - {detail} | {' '.join(perf)}"
+
+
+def _prom_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def health_prometheus(reports: list[HostHealth]) -> str:
+    """Prometheus text exposition format (for node_exporter's textfile collector)."""
+    metrics: dict[str, tuple[str, list[str]]] = {
+        "quilt_health_status": ("Worst check per host: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.", []),
+        "quilt_check_status": ("Status of each check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.", []),
+        "quilt_probe_duration_seconds": ("Time an HTTP probe took on the host.", []),
+        "quilt_probe_http_status": ("HTTP status a probe answered (0: no answer).", []),
+        "quilt_container_uptime_seconds": ("Seconds since a container started.", []),
+        "quilt_container_restart_count": ("Docker's restart count of a container.", []),
+    }
+    for report in reports:
+        host = _prom_escape(report.host)
+        metrics["quilt_health_status"][1].append(f'quilt_health_status{{host="{host}"}} {int(report.status)}')
+        for check in report.checks:
+            name = _prom_escape(check.name)
+            metrics["quilt_check_status"][1].append(
+                f'quilt_check_status{{host="{host}",check="{name}"}} {int(check.status)}')
+            details = check.details
+            if check.name.startswith("probe "):
+                probe = _prom_escape(check.name[len("probe "):])
+                if details.get("seconds") is not None:
+                    metrics["quilt_probe_duration_seconds"][1].append(
+                        f'quilt_probe_duration_seconds{{host="{host}",probe="{probe}"}} {details["seconds"]}')
+                metrics["quilt_probe_http_status"][1].append(
+                    f'quilt_probe_http_status{{host="{host}",probe="{probe}"}} {details.get("http_code") or 0}')
+            if check.name.startswith("container ") and details.get("exists"):
+                container = _prom_escape(check.name[len("container "):])
+                if details.get("uptime_seconds") is not None:
+                    metrics["quilt_container_uptime_seconds"][1].append(
+                        f'quilt_container_uptime_seconds{{host="{host}",container="{container}"}} '
+                        f'{details["uptime_seconds"]}')
+                metrics["quilt_container_restart_count"][1].append(
+                    f'quilt_container_restart_count{{host="{host}",container="{container}"}} '
+                    f'{details.get("restart_count") or 0}')
+    lines = []
+    for name, (help_text, samples) in metrics.items():
+        if samples:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *samples]
+    return "\n".join(lines) + "\n"
+
+
+FORMATS = {"table": health_table, "json": health_json, "nagios": health_nagios, "prometheus": health_prometheus}

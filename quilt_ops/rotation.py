@@ -223,11 +223,25 @@ class Rotation:
         if self.settings.iam_user:
             return self.settings.iam_user, "quilt.iam_user"
         try:
-            return self.store.user_of_key(env.key_id or ""), "owner of the host's key"
+            owner = self.store.user_of_key(env.key_id or "")
         except AwsError:
             if self.options.stack:
                 return self.store.user_from_stack(self.options.stack), f"RegistryUser of stack {self.options.stack}"
             raise
+        if "RegistryUser" not in owner:
+            # A host holding someone else's key (an admin's, say) must not get it rotated by guesswork.
+            raise RotationFailed(f"the host's key {env.key_id} belongs to IAM user {owner}, which is not a "
+                                 f"RegistryUser; give --iam-user {owner} to rotate it anyway; nothing was changed")
+        return owner, "owner of the host's key"
+
+    def check_health(self) -> None:
+        """A rotation restarts the registry: refuse to start one on a host that is already down."""
+        report = health.collect(self.c, self.settings, env_file=False)
+        bad = [c for c in report.checks if c.status in (ExitStatus.CRITICAL, ExitStatus.UNKNOWN)]
+        if bad:
+            reasons = "; ".join(f"{c.name}: {c.summary}" for c in bad[:3])
+            raise RotationFailed(f"{self.host} is not healthy now ({reasons}); fix it first "
+                                 "(fab restart); nothing was changed")
 
     def preflight(self, remote: hostfiles.RemoteFile) -> Plan:
         """Reads everything, changes nothing; raises `RotationFailed` when it cannot go on safely."""
@@ -238,6 +252,7 @@ class Rotation:
             except EnvFileError as e:
                 raise RotationFailed(f"{self.settings.env_file} on {self.host} cannot be rotated safely: {e}; "
                                      "nothing was changed") from None
+            self.check_health()
             user, source = self.find_user(env)
             arn = self.store.user_arn(user)
             keys = self.store.keys(user)
@@ -322,16 +337,24 @@ class Rotation:
             self.save_journal(step="verified")
 
     def abandon(self, user: str, key_id: str) -> None:
-        """Deletes a new key the host never saw, and the journal."""
-        self.store.delete(user, key_id)
+        """Deletes a new key the host never saw, and the journal.
+
+        If AWS cannot be reached to delete it, the journal stays, so that the next
+        run deletes the key (the host still runs on the old one).
+        """
+        try:
+            self.store.delete(user, key_id)
+        except AwsError as e:
+            raise RotationFailed(f"the new key {key_id} could not be deleted ({e}); the host was not changed "
+                                 "and still runs on the old key; run rotate-keys again to clean up") from None
         self.clear_journal()
 
     def write(self, plan: Plan, remote: hostfiles.RemoteFile, new: NewKey) -> None:
         with self.step("write"):
             content = EnvFile(remote.content).with_key(new.id, new.secret)
             try:
-                hostfiles.backup(self.c, self.settings, self.settings.env_file, self.backup_name)
                 self.save_journal(step="writing")
+                hostfiles.backup(self.c, self.settings, self.settings.env_file, self.backup_name)
                 hostfiles.replace(self.c, self.settings, self.settings.env_file, content, plan.new_mode)
             except hostfiles.HostFileError as e:
                 # The env file is untouched (the replace is atomic): undo the key.

@@ -98,9 +98,12 @@ def prepare(cxn: Connection, settings: Settings) -> Connection:
         client.set_missing_host_key_policy(RecordNewHostKey(settings.known_hosts))
     else:
         client.set_missing_host_key_policy(RefuseUnknownHostKey(settings.known_hosts))
-    # Fabric's own default waits forever; -t / ConnectTimeout still win.
+    # Fabric's own default waits forever; -t / ConnectTimeout still win. A host
+    # that accepts TCP but never speaks SSH is bounded by the same timeout.
     if cxn.connect_timeout is None:
         cxn.connect_timeout = int(settings.connect_timeout) or 1
+    cxn.connect_kwargs.setdefault("banner_timeout", cxn.connect_timeout)
+    cxn.connect_kwargs.setdefault("auth_timeout", cxn.connect_timeout)
     return cxn
 
 

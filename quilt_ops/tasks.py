@@ -8,6 +8,7 @@ print) unless ``QUILT_OPS_DEBUG=1`` asks for the traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -19,12 +20,11 @@ from invoke import Collection, task
 from invoke.exceptions import Exit
 
 from . import health as health_checks
-from . import admin, audit, hosts, keys, output, ssh
+from . import audit, hosts, output, ssh
 from . import restart as restarting
 from .config import DEFAULTS, Settings
 from .errors import ConfigError, QuiltError
 from .lock import HostLock
-from .rotation import RollbackFailed, Rotation, RotateOptions
 from .status import ExitStatus, label
 
 DEFAULT_PARALLEL = 10
@@ -85,12 +85,16 @@ def _seconds(option: str, value: Any) -> float | None:
 
 @task(
     help={
-        "json": "print one JSON document with every check instead of the table",
+        "json": "print one JSON document with every check (same as --format json)",
+        "format": "table (default), json, nagios (one status line with perfdata) or prometheus "
+                  "(text exposition format, for node_exporter's textfile collector)",
         "parallel": f"how many hosts to check at once (default {DEFAULT_PARALLEL})",
-    }
+        "stack": "CloudFormation stack whose EC2InstanceIp is a host to check (repeatable; or quilt.stacks)",
+    },
+    iterable=["stack"],
 )
 @reports_errors(usage_status=ExitStatus.UNKNOWN)
-def health(c, json=False, parallel=DEFAULT_PARALLEL):
+def health(c, json=False, format="table", parallel=DEFAULT_PARALLEL, stack=None):
     """Check containers, HTTP probes and the env file; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 
     Makes one SSH connection a host and one remote command: a single `docker
@@ -98,7 +102,10 @@ def health(c, json=False, parallel=DEFAULT_PARALLEL):
     host, and the env file's mode and key-line names (never its values).
     """
     settings = Settings.load(c.config)
-    cxns = hosts.connections(c, settings)
+    render = output.FORMATS.get("json" if json else format)
+    if render is None:
+        raise ConfigError(f"--format must be one of {', '.join(output.FORMATS)}, not {format!r}")
+    cxns = hosts.connections(c, settings, stacks=stack)
 
     def check(cxn):
         return health_checks.collect(cxn, settings)
@@ -107,9 +114,10 @@ def health(c, json=False, parallel=DEFAULT_PARALLEL):
     for outcome in hosts.each(cxns, check, _parallel(parallel)):
         if outcome.error is not None:
             reports.append(health_checks.unreachable(outcome.host, str(outcome.error)))
+            print(f"Error: {outcome.host}: {outcome.error}", file=sys.stderr)
         else:
             reports.append(outcome.value)
-    print(output.health_json(reports) if json else output.health_table(reports))
+    print(render(reports), end="" if render is output.health_prometheus else "\n")
     status = output.overall(reports)
     if status != ExitStatus.OK:
         raise Exit(code=int(status))
@@ -120,10 +128,12 @@ def health(c, json=False, parallel=DEFAULT_PARALLEL):
         "dry-run": "connect and check, show what would be done, change nothing",
         "timeout": "seconds to wait for health after the start script (default quilt.restart_timeout)",
         "parallel": f"how many hosts to restart at once (default {DEFAULT_PARALLEL})",
-    }
+        "stack": "CloudFormation stack whose EC2InstanceIp is a host to restart (repeatable; or quilt.stacks)",
+    },
+    iterable=["stack"],
 )
 @reports_errors()
-def restart(c, dry_run=False, timeout=None, parallel=DEFAULT_PARALLEL):
+def restart(c, dry_run=False, timeout=None, parallel=DEFAULT_PARALLEL, stack=None):
     """Recreate the containers (docker rm -f, then the start script) and wait until healthy.
 
     Runs from quilt.registry_dir: removes quilt.containers, runs
@@ -134,7 +144,7 @@ def restart(c, dry_run=False, timeout=None, parallel=DEFAULT_PARALLEL):
     settings = Settings.load(c.config)
     wait = _seconds("--timeout", timeout)
     workers = _parallel(parallel)
-    cxns = hosts.connections(c, settings)
+    cxns = hosts.connections(c, settings, stacks=stack)
     many = len(cxns) > 1
 
     def run_one(cxn):
@@ -181,7 +191,8 @@ def plan(cxn, settings: Settings, progress: output.Progress) -> None:
 @task(
     help={
         "iam-user": "IAM user whose key is rotated (default: quilt.iam_user, else the owner of the host's key)",
-        "stack": "CloudFormation stack whose RegistryUser is the IAM user, when it cannot be found otherwise",
+        "stack": "CloudFormation stack: without -H, its EC2InstanceIp is the host (repeatable); its "
+                 "RegistryUser is the IAM user when the host's key does not tell",
         "keep-old": "leave the old key Inactive instead of deleting it (the next rotation removes it)",
         "delete-other-active": "at IAM's two-key limit, delete an Active key that is not the host's",
         "verify-timeout": "seconds to wait for IAM to accept the new key everywhere (default 60)",
@@ -190,7 +201,8 @@ def plan(cxn, settings: Settings, progress: output.Progress) -> None:
         "profile": "AWS profile for the IAM calls (default: boto3's credential chain)",
         "region": "AWS region for STS and S3 (default: boto3's)",
         "parallel": "how many hosts to rotate at once (default 1: host after host)",
-    }
+    },
+    iterable=["stack"],
 )
 @reports_errors()
 def rotate_keys(c, iam_user=None, stack=None, keep_old=False, delete_other_active=False, verify_timeout=60,
@@ -206,20 +218,24 @@ def rotate_keys(c, iam_user=None, stack=None, keep_old=False, delete_other_activ
     Exit 0 rotated, 1 failed (nothing changed, or rolled back), 2 rollback
     failed or bad option, 3 host unreachable.
     """
+    from . import keys
+    from .rotation import Rotation, RotateOptions
+
     settings = Settings.load(c.config)
-    options = RotateOptions(iam_user=iam_user, stack=stack, keep_old=keep_old,
+    options = RotateOptions(iam_user=iam_user, stack=(stack or [None])[0], keep_old=keep_old,
                             delete_other_active=delete_other_active,
                             verify_timeout=_seconds("--verify-timeout", verify_timeout),
                             restart_timeout=_seconds("--timeout", timeout), dry_run=dry_run)
     workers = _parallel(parallel)
     store = keys.KeyStore(keys.session(profile, region))
     operator = store.operator_arn()
-    cxns = hosts.connections(c, settings)
+    cxns = hosts.connections(c, settings, stacks=stack, aws=lambda: store)
     many = len(cxns) > 1
 
     def run_one(cxn):
         progress = output.Progress(prefix=ssh.describe(cxn) if many else "")
-        rotation = Rotation(cxn, settings, store, options, progress)
+        own = dataclasses.replace(options, stack=getattr(cxn, "quilt_stack", None) or options.stack)
+        rotation = Rotation(cxn, settings, store, own, progress)
         rotation.audit["operator"] = operator
         started = time.monotonic()
         try:
@@ -238,6 +254,8 @@ def rotate_keys(c, iam_user=None, stack=None, keep_old=False, delete_other_activ
 
 
 def _outcome(error: QuiltError) -> str:
+    from .rotation import RollbackFailed
+
     text = str(error)
     if isinstance(error, RollbackFailed):
         return "rollback-failed"
@@ -273,10 +291,13 @@ def _finish(outcomes, many: bool, describe: Callable) -> None:
         "timeout": "seconds to wait for each prompt and for the program to finish (default 60)",
         "dry-run": "validate, connect and check the host, change nothing",
         "parallel": "how many hosts at once (default 1: host after host)",
-    }
+        "stack": "CloudFormation stack whose EC2InstanceIp is the host (repeatable; or quilt.stacks)",
+    },
+    iterable=["stack"],
 )
 @reports_errors()
-def create_admin(c, username=None, email=None, password_stdin=False, timeout=60, dry_run=False, parallel=1):
+def create_admin(c, username=None, email=None, password_stdin=False, timeout=60, dry_run=False, parallel=1,
+                 stack=None):
     """Create the registry's first admin by answering create_admin.sh's prompts on the host.
 
     The inputs are checked locally with the registry's own rules first; a bad
@@ -286,12 +307,14 @@ def create_admin(c, username=None, email=None, password_stdin=False, timeout=60,
     command line or a remote environment variable, and is masked in anything
     shown. Exit 0 created, 1 refused or failed, 2 bad input, 3 host unreachable.
     """
+    from . import admin
+
     settings = Settings.load(c.config)
     wait = _seconds("--timeout", timeout)
     workers = _parallel(parallel)
     details = admin.gather(username, email, password_stdin, os.environ)
     admin.validate(details)
-    cxns = hosts.connections(c, settings)
+    cxns = hosts.connections(c, settings, stacks=stack)
 
     def run_one(cxn):
         host = ssh.describe(cxn)
@@ -317,5 +340,25 @@ def create_admin(c, username=None, email=None, password_stdin=False, timeout=60,
     _finish(hosts.each(cxns, run_one, workers), len(cxns) > 1, lambda line: line)
 
 
-ns = Collection(health, restart, rotate_keys, create_admin)
+@task(help={"json": "print JSON instead of the table", "profile": "AWS profile", "region": "AWS region"})
+@reports_errors()
+def stacks(c, json=False, profile=None, region=None):
+    """List the registry stacks (those with an EC2InstanceIp output) in the account and region."""
+    from . import keys
+    from . import stacks as registry_stacks
+
+    found = registry_stacks.registry_stacks(keys.KeyStore(keys.session(profile, region)))
+    if json:
+        import json as json_module
+
+        print(json_module.dumps([dataclasses.asdict(s) for s in found], indent=2))
+        return
+    if not found:
+        print("no registry stacks (no stack with an EC2InstanceIp output)")
+        return
+    print(output.table([(s.name, s.status, s.host or "-", s.iam_user or "-", s.load_balancer or "-")
+                        for s in found], ("STACK", "STATUS", "HOST", "REGISTRY USER", "LOAD BALANCER")))
+
+
+ns = Collection(health, restart, rotate_keys, create_admin, stacks)
 ns.configure({"quilt": DEFAULTS})

@@ -234,3 +234,87 @@ class ProcessWatcher:
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join(timeout=10)
+
+
+# ----------------------------------------------------------------------------- end-state checks
+
+
+def key_lines_removed(content: bytes) -> bytes:
+    """The env file with the key lines' values blanked: what must never change."""
+    import re
+
+    return re.sub(rb"(?m)^(\s*)(AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_SECRET_KEY)=[^\r\n]*", rb"\1\2=", content)
+
+
+def losses(host: Sandbox, aws: "Aws", baseline: bytes | None = None) -> dict[str, list[str]]:
+    """What a run lost: env-file bytes, IAM keys (stray or unaccepted), health. Empty lists = nothing."""
+    import re
+
+    import boto3
+    import botocore.exceptions
+
+    lost: dict[str, list[str]] = {"files": [], "keys": [], "health": []}
+    content = host.env_file.read_bytes() if host.env_file.exists() else b""
+    key_id = re.search(rb"(?m)^AWS_ACCESS_KEY_ID=(\S+)", content)
+    secret = re.search(rb"(?m)^AWS_SECRET_ACCESS_KEY=(\S+)", content)
+    if not key_id or not secret:
+        lost["files"].append("env/registry has no complete key lines")
+    if baseline is not None and key_lines_removed(content) != key_lines_removed(baseline):
+        lost["files"].append("env/registry changed outside its key lines")
+    if host.env_file.exists() and host.env_file.stat().st_mode & 0o077:
+        lost["files"].append("env/registry is readable by others")
+    if host.leftovers():
+        lost["files"].append(f"left over: {', '.join(host.leftovers())}")
+    keys = aws.keys()
+    if key_id:
+        host_key = key_id.group(1).decode()
+        if keys.get(host_key) != "Active":
+            lost["keys"].append(f"the host's key {host_key} is not Active in IAM")
+        strays = [k for k in keys if k != host_key]
+        if strays:
+            lost["keys"].append(f"stray keys: {', '.join(strays)}")
+        if secret:
+            kw = dict(aws.kw, aws_access_key_id=host_key, aws_secret_access_key=secret.group(1).decode())
+            try:
+                boto3.client("sts", **kw).get_caller_identity()
+            except botocore.exceptions.ClientError:
+                lost["keys"].append("IAM does not accept the host's key")
+        if not host.registry_runs_with(host_key):
+            lost["health"].append("the registry does not run with the host's key")
+    if host.run("health").returncode != 0:
+        lost["health"].append("health is not OK")
+    return lost
+
+
+def record_losses(nodeid: str, lost: dict[str, list[str]]) -> None:
+    """Appends a case's losses to $QUILT_OPS_RELIABILITY_LOG, read by scripts/reliability."""
+    path = os.environ.get("QUILT_OPS_RELIABILITY_LOG")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"case": nodeid, "lost": lost}) + "\n")
+
+
+def ssh_sessions() -> list[int]:
+    """The sandbox sshd's per-connection processes (sshd: ec2-user...)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "cmdline").read_bytes().startswith(b"sshd: ec2-user"):
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
+def cut_ssh_connections() -> int:
+    """Kills the sshd processes serving every current connection (the connection drops)."""
+    import signal as _signal
+
+    pids = ssh_sessions()
+    for pid in pids:
+        try:
+            os.kill(pid, _signal.SIGKILL)
+        except OSError:
+            pass
+    return len(pids)

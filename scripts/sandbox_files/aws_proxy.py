@@ -12,6 +12,8 @@ FAULTS_JSON is read on every request (a missing file means no faults):
                   since one accepted call does not prove the key has propagated
   error_500_until epoch seconds until which every request answers 500
   throttle_until  epoch seconds until which every request is throttled
+  down_until      epoch seconds until which connections are closed unanswered
+                  (AWS unreachable, without losing moto's state)
 """
 
 import http.client
@@ -114,6 +116,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return None
 
     def _forward(self) -> None:
+        if self.state.faults().get("down_until", 0) > time.time():
+            self.close_connection = True
+            self.connection.close()
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         refusal = self._refusal()

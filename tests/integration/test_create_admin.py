@@ -150,6 +150,7 @@ def test_short_password_is_refused_locally(host):
     assert host.accepted_logins() == logins
 
 
+@pytest.mark.faults
 def test_unreachable_database_gives_a_clear_error_and_no_hang(host, users):
     before = stored(users)
     started = time.monotonic()
@@ -180,6 +181,7 @@ def test_prompt_that_never_appears_times_out(host, tmp_path):
         hang.unlink()
 
 
+@pytest.mark.leaks
 def test_password_never_leaks(host, users):
     name = unique("leak")
     password = "Leak-Canary-" + name

@@ -224,6 +224,7 @@ def test_keep_old_leaves_it_inactive_and_the_next_rotation_removes_it(host, aws)
 # ----------------------------------------------------------------------------- failures
 
 
+@pytest.mark.faults
 def test_verify_timeout_deletes_the_new_key_and_leaves_the_host(host, aws):
     before, keys, ids = host.env_file.read_bytes(), aws.keys(), host.container_ids()
     aws.fault(new_key_delay=60)
@@ -244,6 +245,7 @@ def test_propagation_delay_shorter_than_the_timeout_succeeds_after_retries(host,
     assert_consistent(host, aws)
 
 
+@pytest.mark.faults
 def test_start_script_failing_on_the_new_file_is_rolled_back(host, aws):
     before, old = host.env_file.read_bytes(), host.host_key_id()
     with host.fault("start-fails-unless-key", old):
@@ -256,6 +258,7 @@ def test_start_script_failing_on_the_new_file_is_rolled_back(host, aws):
     assert_consistent(host, aws)
 
 
+@pytest.mark.faults
 def test_registry_unhealthy_on_the_new_key_is_rolled_back(host, aws):
     before, old = host.env_file.read_bytes(), host.host_key_id()
     with host.fault("registry-healthy-only-with-key", old):
@@ -266,6 +269,7 @@ def test_registry_unhealthy_on_the_new_key_is_rolled_back(host, aws):
     assert_consistent(host, aws)
 
 
+@pytest.mark.faults
 def test_failed_rollback_keeps_both_keys_and_the_next_run_finishes(host, aws):
     old = host.host_key_id()
     with host.fault("start-fails"):
@@ -281,6 +285,7 @@ def test_failed_rollback_keeps_both_keys_and_the_next_run_finishes(host, aws):
     assert_consistent(host, aws)
 
 
+@pytest.mark.faults
 def test_env_folder_not_writable_changes_nothing(host, aws):
     before, keys, ids = host.env_file.read_bytes(), aws.keys(), host.container_ids()
     host.env_file.parent.chmod(0o500)
@@ -329,6 +334,7 @@ def kill_when(proc, pattern: str, timeout: float = 60) -> str:
     return "".join(seen)
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("pattern", ["locked sandbox", "pre-flight passed", "created", "verifying",
                                      "wrote env/registry", "removing registry", "healthy after",
                                      "the registry runs with"])
@@ -343,6 +349,7 @@ def test_killed_at_any_step_the_next_run_ends_consistent(host, aws, pattern):
     assert_consistent(host, aws)
 
 
+@pytest.mark.concurrency
 def test_two_rotations_at_once_one_waits_out_with_the_lock_message(host, aws):
     aws.fault(new_key_delay=4)
     first = start_rotation(host)
@@ -361,6 +368,7 @@ def test_two_rotations_at_once_one_waits_out_with_the_lock_message(host, aws):
     assert_consistent(host, aws)
 
 
+@pytest.mark.concurrency
 def test_restart_during_a_rotation_is_refused(host, aws):
     aws.fault(new_key_delay=3)
     first = start_rotation(host)
@@ -380,6 +388,7 @@ def test_restart_during_a_rotation_is_refused(host, aws):
 # ----------------------------------------------------------------------------- leaks and privilege
 
 
+@pytest.mark.leaks
 def test_no_secret_leaks_anywhere(host, aws, tmp_path):
     before_secrets = host.env_values()
     audit_before = (host.dir / "audit.log").read_text() if (host.dir / "audit.log").exists() else ""
