@@ -40,6 +40,8 @@ class CleanErrors:
             return super().parse_tasks(*args, **kwargs)
         except ParseError as e:
             raise Exit(f"Error: {e}", code=int(ExitStatus.USAGE)) from None
+        except ValueError as e:  # an option value invoke could not cast
+            raise Exit(f"Error: invalid option value: {e}", code=int(ExitStatus.USAGE)) from None
 
     def update_config(self, *args, **kwargs):
         path = self.args.config.value

@@ -131,8 +131,6 @@ def _path(raw: dict, key: str) -> str:
 
 def _names(raw: dict, key: str) -> tuple[str, ...]:
     value = raw[key]
-    if isinstance(value, str):  # FABRIC_QUILT_CONTAINERS=a,b,c
-        value = [part.strip() for part in value.split(",")]
     if (not isinstance(value, (list, tuple)) or not value
             or not all(isinstance(v, str) and v and v.replace("-", "").replace("_", "").replace(".", "").isalnum()
                        for v in value)):
@@ -175,8 +173,6 @@ def _seconds(raw: dict, key: str) -> float:
 
 def _hosts(raw: dict, key: str) -> tuple[str, ...]:
     value = raw[key]
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
         raise _bad(key, "a list of names", value)
     return tuple(value)

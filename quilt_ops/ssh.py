@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import shlex
 import socket
@@ -28,6 +29,10 @@ from .config import Settings
 from .errors import HostError, HostKeyChanged, HostKeyUnknown
 
 _record_lock = threading.Lock()
+
+# paramiko logs transport failures with tracebacks, which Python's last-resort
+# handler would print to stderr; the failure reaches the operator as one Error line.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 def fingerprint(key: paramiko.PKey) -> str:

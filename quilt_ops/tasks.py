@@ -61,7 +61,9 @@ def reports_errors(usage_status: ExitStatus = ExitStatus.USAGE) -> Callable:
     return decorate
 
 
-def _parallel(value: Any) -> int:
+def _parallel(value: Any, default: int = DEFAULT_PARALLEL) -> int:
+    if value is None:
+        return default
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -94,7 +96,7 @@ def _seconds(option: str, value: Any) -> float | None:
     iterable=["stack"],
 )
 @reports_errors(usage_status=ExitStatus.UNKNOWN)
-def health(c, json=False, format="table", parallel=DEFAULT_PARALLEL, stack=None):
+def health(c, json=False, format="table", parallel=None, stack=None):
     """Check containers, HTTP probes and the env file; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 
     Makes one SSH connection a host and one remote command: a single `docker
@@ -114,10 +116,13 @@ def health(c, json=False, format="table", parallel=DEFAULT_PARALLEL, stack=None)
     for outcome in hosts.each(cxns, check, _parallel(parallel)):
         if outcome.error is not None:
             reports.append(health_checks.unreachable(outcome.host, str(outcome.error)))
-            print(f"Error: {outcome.host}: {outcome.error}", file=sys.stderr)
         else:
             reports.append(outcome.value)
     print(render(reports), end="" if render is output.health_prometheus else "\n")
+    for report in reports:
+        if report.status == ExitStatus.UNKNOWN:  # could not look: say why, once per host
+            unknown = [c for c in report.checks if c.status == ExitStatus.UNKNOWN]
+            print(f"Error: {report.host}: {unknown[0].summary}", file=sys.stderr)
     status = output.overall(reports)
     if status != ExitStatus.OK:
         raise Exit(code=int(status))
@@ -133,7 +138,7 @@ def health(c, json=False, format="table", parallel=DEFAULT_PARALLEL, stack=None)
     iterable=["stack"],
 )
 @reports_errors()
-def restart(c, dry_run=False, timeout=None, parallel=DEFAULT_PARALLEL, stack=None):
+def restart(c, dry_run=False, timeout=None, parallel=None, stack=None):
     """Recreate the containers (docker rm -f, then the start script) and wait until healthy.
 
     Runs from quilt.registry_dir: removes quilt.containers, runs
@@ -205,8 +210,8 @@ def plan(cxn, settings: Settings, progress: output.Progress) -> None:
     iterable=["stack"],
 )
 @reports_errors()
-def rotate_keys(c, iam_user=None, stack=None, keep_old=False, delete_other_active=False, verify_timeout=60,
-                timeout=None, dry_run=False, profile=None, region=None, parallel=1):
+def rotate_keys(c, iam_user=None, stack=None, keep_old=False, delete_other_active=False, verify_timeout=None,
+                timeout=None, dry_run=False, profile=None, region=None, parallel=None):
     """Rotate RegistryUser's access key: create, verify, write env file, restart, retire the old key.
 
     Pre-flight changes nothing. The new key is verified with its own
@@ -224,9 +229,9 @@ def rotate_keys(c, iam_user=None, stack=None, keep_old=False, delete_other_activ
     settings = Settings.load(c.config)
     options = RotateOptions(iam_user=iam_user, stack=(stack or [None])[0], keep_old=keep_old,
                             delete_other_active=delete_other_active,
-                            verify_timeout=_seconds("--verify-timeout", verify_timeout),
+                            verify_timeout=_seconds("--verify-timeout", verify_timeout) or 60.0,
                             restart_timeout=_seconds("--timeout", timeout), dry_run=dry_run)
-    workers = _parallel(parallel)
+    workers = _parallel(parallel, default=1)
     store = keys.KeyStore(keys.session(profile, region))
     operator = store.operator_arn()
     cxns = hosts.connections(c, settings, stacks=stack, aws=lambda: store)
@@ -296,7 +301,7 @@ def _finish(outcomes, many: bool, describe: Callable) -> None:
     iterable=["stack"],
 )
 @reports_errors()
-def create_admin(c, username=None, email=None, password_stdin=False, timeout=60, dry_run=False, parallel=1,
+def create_admin(c, username=None, email=None, password_stdin=False, timeout=None, dry_run=False, parallel=None,
                  stack=None):
     """Create the registry's first admin by answering create_admin.sh's prompts on the host.
 
@@ -310,8 +315,8 @@ def create_admin(c, username=None, email=None, password_stdin=False, timeout=60,
     from . import admin
 
     settings = Settings.load(c.config)
-    wait = _seconds("--timeout", timeout)
-    workers = _parallel(parallel)
+    wait = _seconds("--timeout", timeout) or 60.0
+    workers = _parallel(parallel, default=1)
     details = admin.gather(username, email, password_stdin, os.environ)
     admin.validate(details)
     cxns = hosts.connections(c, settings, stacks=stack)

@@ -162,7 +162,7 @@ def cases(host):
         # config
         ("config-policy", ("restart",), with_config(host_key_policy="yolo"), 2, "quilt.host_key_policy"),
         ("config-policy-health", ("health",), with_config(host_key_policy="yolo"), 3, "quilt.host_key_policy"),
-        ("config-containers-type", ("restart",), with_config(containers="registry"), 2, ""),
+        ("config-containers-type", ("restart",), with_config(containers="registry"), 2, "quilt.containers"),
         ("config-timeout-negative", ("restart",), with_config(restart_timeout=-5), 2, "quilt.restart_timeout"),
         ("config-probe-url", ("restart",), with_config(probes={"registry": "ftp://x/"}), 2, "quilt.probes.registry"),
         ("config-env-file-absolute", ("rotate-keys",), with_config(env_file="/etc/shadow"), 2, "quilt.env_file"),

@@ -35,6 +35,8 @@ def test_missing_section_means_defaults():
     ("containers", [], "quilt.containers"),
     ("containers", ["registry", "a b"], "quilt.containers"),
     ("containers", {"a": 1}, "quilt.containers"),
+    ("containers", "registry", "quilt.containers"),
+    ("hosts", "a,b", "quilt.hosts"),
     ("probes", ["http://x"], "quilt.probes"),
     ("probes", {"registry": "ftp://x/"}, "quilt.probes.registry"),
     ("probes", {"a b": "http://x/"}, "quilt.probes"),
