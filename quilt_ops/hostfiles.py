@@ -82,6 +82,20 @@ def _reason(e: Exception) -> str:
     return type(e).__name__
 
 
+def _why_write_failed(c: Connection, settings: Settings, path: str, e: Exception) -> str:
+    """SFTP reports a full disk as a bare "Failure": ask df when the error says no more."""
+    reason = _reason(e)
+    if reason not in ("OSError", "IOError", "EOFError") and "failure" not in str(e).lower():
+        return reason
+    folder = posixpath.dirname(path) or "."
+    try:
+        result = ssh.run(c, ssh.in_dir(settings, f"df -Pk -- {shlex.quote(folder)} | tail -n 1"), timeout=20)
+        available = int(result.stdout.split()[3])
+    except (QuiltError, ValueError, IndexError):
+        return reason
+    return "no space left on the device" if available < 64 else reason
+
+
 def read(c: Connection, settings: Settings, name: str) -> RemoteFile:
     """Reads a file (relative to registry_dir) over SFTP; never prints it."""
     path = sftp_path(settings, name)
@@ -130,7 +144,7 @@ def write_private(c: Connection, settings: Settings, name: str, content: bytes) 
             sftp.remove(tmp)
         except (OSError, EOFError):
             pass
-        raise HostFileError(f"cannot write {name} on {ssh.describe(c)}: {_reason(e)}") from None
+        raise HostFileError(f"cannot write {name} on {ssh.describe(c)}: {_why_write_failed(c, settings, name, e)}") from None
 
 
 def remove(c: Connection, settings: Settings, *names: str) -> None:
@@ -179,7 +193,7 @@ def replace(c: Connection, settings: Settings, name: str, content: bytes, mode: 
             f.flush()
     except (OSError, EOFError) as e:
         remove(c, settings, tmp)
-        raise HostFileError(f"cannot write {name} on {ssh.describe(c)}: {_reason(e)}; "
+        raise HostFileError(f"cannot write {name} on {ssh.describe(c)}: {_why_write_failed(c, settings, name, e)}; "
                             f"the file was not changed") from None
     commit = (f"(sync -- {q_tmp} 2>/dev/null || sync) && mv -f -- {q_tmp} {q_name} && "
               f"(sync -- {q_name} 2>/dev/null || true)")

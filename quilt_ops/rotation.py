@@ -305,9 +305,13 @@ class Rotation:
                 self.clear_journal()
                 raise RotationFailed(f"{e}; nothing was changed") from None
             self.audit["new_key_id"] = new.id
-            self.save_journal(step="created", new_key_id=new.id)
             self.progress.step(f"created {new.id}")
-        self.verify(plan, new)
+        try:
+            self.save_journal(step="created", new_key_id=new.id)
+            self.verify(plan, new)
+        except hostfiles.HostFileError as e:
+            self.abandon(user, new.id)
+            raise RotationFailed(f"{e}; the new key was deleted and the host was not changed") from None
         self.write(plan, remote, new)
         with self.step("restart"):
             try:
