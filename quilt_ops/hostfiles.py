@@ -173,14 +173,14 @@ def _tail(result: ssh.RemoteResult) -> str:
 def replace(c: Connection, settings: Settings, name: str, content: bytes, mode: int) -> None:
     """Atomically replaces ``name`` with ``content``, with ``mode`` and the original's owner.
 
-    The temp file is created empty with mode 0600 (umask 077), given ``mode``
-    and the owner, and only then receives the content over SFTP; it is synced
-    before the rename. On any failure the temp file is removed and ``name`` is
+    The temp file is created empty with mode 0600 (umask 077) and the
+    original's owner, and only then receives the content over SFTP; it is given
+    ``mode`` (never looser than 0600, see the caller) and synced before the rename. On any failure the temp file is removed and ``name`` is
     untouched.
     """
     tmp = temp_name(name)
     q_tmp, q_name = shlex.quote(tmp), shlex.quote(name)
-    prepare = (f"umask 077 && : > {q_tmp} && chmod {mode & 0o7777:o} -- {q_tmp} && "
+    prepare = (f"umask 077 && : > {q_tmp} && chmod 600 -- {q_tmp} && "
                f"(chown --reference={q_name} -- {q_tmp} 2>/dev/null || true)")
     result = ssh.run(c, ssh.in_dir(settings, prepare), timeout=30)
     if not result.ok:
@@ -195,7 +195,9 @@ def replace(c: Connection, settings: Settings, name: str, content: bytes, mode: 
         remove(c, settings, tmp)
         raise HostFileError(f"cannot write {name} on {ssh.describe(c)}: {_why_write_failed(c, settings, name, e)}; "
                             f"the file was not changed") from None
-    commit = (f"(sync -- {q_tmp} 2>/dev/null || sync) && mv -f -- {q_tmp} {q_name} && "
+    # The final mode comes last: it may be stricter than 0600 (0400 cannot be written).
+    commit = (f"chmod {mode & 0o7777:o} -- {q_tmp} && (sync -- {q_tmp} 2>/dev/null || sync) && "
+              f"mv -f -- {q_tmp} {q_name} && "
               f"(sync -- {q_name} 2>/dev/null || true)")
     result = ssh.run(c, ssh.in_dir(settings, commit), timeout=60)
     if not result.ok:
