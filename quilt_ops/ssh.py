@@ -112,11 +112,22 @@ def prepare(cxn: Connection, settings: Settings) -> Connection:
     return cxn
 
 
+def check_host_string(host: str) -> None:
+    """Refuses host strings Fabric would misread: empty host, spaces, bad port."""
+    rest = host.rsplit("@", 1)[-1]
+    name, _, port = rest.rpartition(":") if rest.count(":") == 1 else (rest, "", "")
+    if not name or any(ch.isspace() for ch in host):
+        raise HostError(f"invalid host {host!r}: expected [user@]host[:port]")
+    if port and (not port.isdigit() or not 0 < int(port) < 65536):
+        raise HostError(f"invalid host {host!r}: the port must be a number from 1 to 65535")
+
+
 def connection(host: str, config: Any, settings: Settings) -> Connection:
     """A prepared (not yet opened) Connection to ``host`` ([user@]host[:port] or an ssh_config alias)."""
+    check_host_string(host)
     try:
         cxn = Connection(host, config=config)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise HostError(f"invalid host {host!r}: {e}") from None
     return prepare(cxn, settings)
 

@@ -30,11 +30,12 @@ from .status import ExitStatus, label
 DEFAULT_PARALLEL = 10
 
 
-def reports_errors(usage_status: ExitStatus = ExitStatus.USAGE) -> Callable:
+def reports_errors(usage_status: ExitStatus = ExitStatus.USAGE, only_status: ExitStatus | None = None) -> Callable:
     """Turns exceptions into one ``Error:`` line and an exit status.
 
-    ``usage_status`` is what a bad option or config value exits with (``health``
-    uses UNKNOWN, as Nagios plugins do).
+    ``usage_status`` is what a bad option or config value exits with;
+    ``only_status``, when given, is what every failure exits with (``health``
+    uses UNKNOWN for both, as Nagios plugins do: it could not look).
     """
 
     def decorate(body: Callable) -> Callable:
@@ -45,9 +46,9 @@ def reports_errors(usage_status: ExitStatus = ExitStatus.USAGE) -> Callable:
             except Exit:
                 raise
             except ConfigError as e:
-                raise Exit(f"Error: {e}", code=int(usage_status)) from None
+                raise Exit(f"Error: {e}", code=int(only_status or usage_status)) from None
             except QuiltError as e:
-                raise Exit(f"Error: {e}", code=int(e.status)) from None
+                raise Exit(f"Error: {e}", code=int(only_status or e.status)) from None
             except KeyboardInterrupt:
                 raise Exit("Error: interrupted", code=int(ExitStatus.INTERRUPTED)) from None
             except Exception as e:  # a bug: say what kind, never its text
@@ -95,7 +96,7 @@ def _seconds(option: str, value: Any) -> float | None:
     },
     iterable=["stack"],
 )
-@reports_errors(usage_status=ExitStatus.UNKNOWN)
+@reports_errors(only_status=ExitStatus.UNKNOWN)
 def health(c, json=False, format="table", parallel=None, stack=None):
     """Check containers, HTTP probes and the env file; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 

@@ -110,8 +110,9 @@ class Sandbox:
         return values
 
     def accepted_logins(self) -> int:
-        log = self.dir / "ssh" / "sshd.log"
-        return log.read_text(errors="replace").count("Accepted publickey") if log.exists() else 0
+        """SSH logins accepted so far by every sshd of the sandbox."""
+        return sum(log.read_text(errors="replace").count("Accepted publickey")
+                   for log in (self.dir / "ssh").glob("sshd*.log"))
 
     def host_key_id(self) -> str:
         for line in self.env_file.read_text().splitlines():

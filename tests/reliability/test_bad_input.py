@@ -131,9 +131,9 @@ def cases(host):
     return [
         # host strings, reachability, SSH
         ("host-port-not-a-number", ("health",), run_kw(host="127.0.0.1:notaport"), 3, "invalid host"),
-        ("host-port-out-of-range", ("restart",), run_kw(host="127.0.0.1:99999"), 3, ""),
-        ("host-empty-user", ("restart",), run_kw(host="@127.0.0.1"), 3, ""),
-        ("host-with-space", ("restart",), run_kw(host="bad host"), 3, ""),
+        ("host-port-out-of-range", ("restart",), run_kw(host="127.0.0.1:99999"), 3, "port"),
+        ("host-missing", ("restart",), run_kw(host="ec2-user@"), 3, "invalid host"),
+        ("host-with-space", ("restart",), run_kw(host="bad host"), 3, "invalid host"),
         ("closed-port", ("restart",), run_kw(host="127.0.0.1:1"), 3, "connection refused"),
         ("closed-port-health", ("health",), run_kw(host="127.0.0.1:1"), 3, "connection refused"),
         ("wrong-port-speaks-http", ("restart",), lambda t: ({"host": f"127.0.0.1:{host.ports['catalog']}"},

@@ -72,3 +72,19 @@ def test_environment_variables_are_checked_before_invoke_casts_them():
     with pytest.raises(Exit) as e:
         check_environment({"FABRIC_QUILT_CONTAINERS": "a,b"})
     assert "fabric.yaml" in e.value.message
+
+
+@pytest.mark.parametrize("host", ["ec2-user@", "", "a b", "h:0", "h:99999", "h:port", "u@:22"])
+def test_bad_host_strings(host):
+    from quilt_ops.errors import HostError
+    from quilt_ops.ssh import check_host_string
+
+    with pytest.raises(HostError, match="invalid host"):
+        check_host_string(host)
+
+
+@pytest.mark.parametrize("host", ["sandbox", "ec2-user@10.0.0.1", "h:2222", "[::1]", "u@h:22"])
+def test_good_host_strings(host):
+    from quilt_ops.ssh import check_host_string
+
+    check_host_string(host)
