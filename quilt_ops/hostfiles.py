@@ -57,12 +57,6 @@ def temp_name(path: str) -> str:
     return posixpath.join(posixpath.dirname(path), f"{TEMP_PREFIX}{secrets.token_hex(6)}")
 
 
-def remove_temp_files(c: Connection, settings: Settings, folder: str) -> None:
-    """Removes temp files a killed run left in ``folder``; call only while holding the host lock."""
-    pattern = posixpath.join(folder, TEMP_PREFIX) if folder else TEMP_PREFIX
-    ssh.run(c, ssh.in_dir(settings, f"rm -f -- {shlex.quote(pattern)}*"), timeout=30)
-
-
 def _sftp(c: Connection):
     ssh.open_connection(c)
     try:
@@ -129,22 +123,19 @@ def read_if_exists(c: Connection, settings: Settings, name: str) -> bytes | None
         return None
 
 
-def write_private(c: Connection, settings: Settings, name: str, content: bytes) -> None:
-    """Atomically writes a small 0600 file (journal, lock owner) that holds no secret."""
-    sftp = _sftp(c)
-    path = sftp_path(settings, name)
-    tmp = temp_name(path)
-    try:
-        with sftp.open(tmp, "wb") as f:
-            f.chmod(0o600)
-            f.write(content)
-        sftp.posix_rename(tmp, path)
-    except (OSError, EOFError) as e:
-        try:
-            sftp.remove(tmp)
-        except (OSError, EOFError):
-            pass
-        raise HostFileError(f"cannot write {name} on {ssh.describe(c)}: {_why_write_failed(c, settings, name, e)}") from None
+def write_private(c: Connection, settings: Settings, name: str, content: bytes, then: str = "") -> None:
+    """Atomically writes a small 0600 file (journal, note) that holds no secret, in one round trip.
+
+    The content goes through the command's stdin into a temp file that is
+    renamed over ``name``; ``then``, a shell command, runs after it in the same
+    round trip (it must hold no secret either).
+    """
+    tmp, q_name = shlex.quote(temp_name(name)), shlex.quote(name)
+    command = f"umask 077 && cat > {tmp} && mv -f -- {tmp} {q_name}" + (f" && {then}" if then else "")
+    result = ssh.run_with_input(c, ssh.in_dir(settings, command), content, timeout=60)
+    if not result.ok:
+        ssh.run(c, ssh.in_dir(settings, f"rm -f -- {tmp}"), timeout=30)
+        raise HostFileError(f"cannot write {name} on {ssh.describe(c)}: {_tail(result)}")
 
 
 def remove(c: Connection, settings: Settings, *names: str) -> None:
@@ -154,20 +145,20 @@ def remove(c: Connection, settings: Settings, *names: str) -> None:
         ssh.run(c, ssh.in_dir(settings, f"rm -f -- {quoted}"), timeout=30)
 
 
-def backup(c: Connection, settings: Settings, name: str, backup_name: str) -> None:
-    """Copies ``name`` to a 0600 ``backup_name`` (created private before any byte is copied)."""
+def backup_command(name: str, backup_name: str) -> str:
+    """Copies ``name`` to a 0600 ``backup_name``, created private before any byte is copied."""
     src, dst = shlex.quote(name), shlex.quote(backup_name)
-    result = ssh.run(c, ssh.in_dir(settings, f"umask 077 && rm -f -- {dst} && cp -- {src} {dst} && "
-                                             f"chmod 600 -- {dst} && (sync -- {dst} 2>/dev/null || sync)"),
-                     timeout=60)
-    if not result.ok:
-        raise HostFileError(f"cannot back up {name} on {ssh.describe(c)}: {_tail(result)}")
+    return f"umask 077 && rm -f -- {dst} && cp -- {src} {dst} && chmod 600 -- {dst} && (sync -- {dst} 2>/dev/null || sync)"
 
 
 def _tail(result: ssh.RemoteResult) -> str:
     text = (result.stderr or result.stdout).strip().splitlines()
     line = text[-1] if text else f"exit code {result.exited}"
-    return "no space left on the device" if "No space left" in line else line[:200]
+    if "No space left" in line:
+        return "no space left on the device"
+    if "Permission denied" in line:
+        return "permission denied"
+    return line[:200]
 
 
 def replace(c: Connection, settings: Settings, name: str, content: bytes, mode: int) -> None:

@@ -72,10 +72,15 @@ class HostLock:
 
     def acquire(self) -> None:
         ssh.open_connection(self.c)
-        lock = shlex.quote(lock_name(self.settings))
-        # cat keeps the flock held until its stdin (our channel) closes.
-        command = ssh.in_dir(self.settings, f"umask 077; exec flock -n {lock} sh -c "
-                                            f"'echo {ACQUIRED.decode()}; exec cat >/dev/null'")
+        owner = json.dumps({"task": self.task, "who": who_am_i(), "pid": os.getpid(),
+                            "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+        lock, note = shlex.quote(lock_name(self.settings)), shlex.quote(owner_name(self.settings))
+        # Inside the flock: write the owner note, say so, then hold the lock until our
+        # channel closes (cat sees EOF), and remove the note on the way out.
+        inner = (f'printf "%s" "$1" > {note} 2>/dev/null; echo {ACQUIRED.decode()}; cat >/dev/null; '
+                 f"rm -f -- {note}")
+        command = ssh.in_dir(self.settings, f"umask 077; exec flock -n {lock} sh -c {shlex.quote(inner)} "
+                                            f"quilt-ops-lock {shlex.quote(owner)}")
         try:
             channel = self.c.client.get_transport().open_session()
             channel.settimeout(self.timeout)
@@ -106,21 +111,14 @@ class HostLock:
             raise LockHeld(f"{ssh.describe(self.c)} is locked: {describe_owner(holder)}; "
                            "try again when it has finished")
         self.channel = channel
-        owner = {"task": self.task, "who": who_am_i(), "pid": os.getpid(),
-                 "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        try:
-            hostfiles.write_private(self.c, self.settings, owner_name(self.settings), json.dumps(owner).encode())
-        except QuiltError:
-            pass  # the note only helps a second operator; the lock itself is held
 
     def release(self) -> None:
+        """Closes the lock's stdin: the remote side removes its note and lets go (one round trip)."""
         if self.channel is not None:
             try:
-                hostfiles.remove(self.c, self.settings, owner_name(self.settings))
-            except QuiltError:
-                pass
-            try:
                 self.channel.shutdown_write()
+                self.channel.settimeout(5)
+                self.channel.recv_exit_status()
                 self.channel.close()
             except Exception:
                 pass

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import shlex
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -140,10 +141,11 @@ class Rotation:
         finally:
             self.audit["steps"].append({"step": name, "seconds": round(time.monotonic() - started, 3)})
 
-    def save_journal(self, **changes: Any) -> None:
+    def save_journal(self, then: str = "", **changes: Any) -> None:
+        """Writes the journal (and runs ``then``, a shell command, in the same round trip)."""
         self.journal.update(changes)
         hostfiles.write_private(self.c, self.settings, self.journal_name,
-                                json.dumps(self.journal, sort_keys=True).encode())
+                                json.dumps(self.journal, sort_keys=True).encode(), then=then)
 
     def clear_journal(self) -> None:
         hostfiles.remove(self.c, self.settings, self.backup_name, self.journal_name)
@@ -176,8 +178,7 @@ class Rotation:
                 return self.dry_run()
             with HostLock(self.c, self.settings, "rotate-keys"):
                 self.progress.step(f"locked {self.host}")
-                hostfiles.remove_temp_files(self.c, self.settings, posixpath.dirname(self.settings.env_file))
-                existing = self.load_journal()
+                existing = self.load_journal(clean=True)
                 if existing:
                     finished = self.resume(existing)
                     if finished:
@@ -191,9 +192,16 @@ class Rotation:
             raise QuiltError(f"interrupted during '{self.current_step}'; run rotate-keys again to finish "
                              "or roll back", status=ExitStatus.INTERRUPTED) from None
 
-    def load_journal(self) -> dict[str, Any] | None:
-        raw = hostfiles.read_if_exists(self.c, self.settings, self.journal_name)
-        if raw is None:
+    def load_journal(self, clean: bool = False) -> dict[str, Any] | None:
+        """The journal of an unfinished run, if any; with ``clean``, also removes the temp
+        files a killed run left (only while holding the lock), in the same round trip."""
+        folder = posixpath.dirname(self.settings.env_file)
+        pattern = shlex.quote(posixpath.join(folder, hostfiles.TEMP_PREFIX) if folder else hostfiles.TEMP_PREFIX)
+        command = (f"rm -f -- {pattern}*; " if clean else "") + \
+            f"if [ -e {shlex.quote(self.journal_name)} ]; then cat -- {shlex.quote(self.journal_name)}; fi"
+        result = ssh.run(self.c, ssh.in_dir(self.settings, command), timeout=30)
+        raw = result.stdout.strip()
+        if not raw:
             return None
         try:
             data = json.loads(raw)
@@ -318,7 +326,6 @@ class Rotation:
                 self.restart_on(new.id)
             except QuiltError as e:
                 self.rollback(str(e), plan.old_key_id, new.id, plan.mode)
-        self.save_journal(step="restarted")
         self.retire(user, plan.old_key_id, plan.keep_old)
         self.clear_journal()
         message = (f"rotated {plan.old_key_id} -> {new.id} for {user}"
@@ -338,7 +345,6 @@ class Rotation:
             self.progress.done()
             self.progress.step(f"verified {new.id}: 3 passes in a row after {checks} checks "
                                f"({time.monotonic() - started:.1f}s)")
-            self.save_journal(step="verified")
 
     def abandon(self, user: str, key_id: str) -> None:
         """Deletes a new key the host never saw, and the journal.
@@ -357,8 +363,8 @@ class Rotation:
         with self.step("write"):
             content = EnvFile(remote.content).with_key(new.id, new.secret)
             try:
-                self.save_journal(step="writing")
-                hostfiles.backup(self.c, self.settings, self.settings.env_file, self.backup_name)
+                self.save_journal(step="writing", then=hostfiles.backup_command(self.settings.env_file,
+                                                                                self.backup_name))
                 hostfiles.replace(self.c, self.settings, self.settings.env_file, content, plan.new_mode)
             except hostfiles.HostFileError as e:
                 # The env file is untouched (the replace is atomic): undo the key.
@@ -453,7 +459,6 @@ class Rotation:
                         self.restart_on(new)
                 except QuiltError as e:
                     self.rollback(f"resuming: {e}", old, new, int(journal.get("mode", 0o600)))
-                self.save_journal(step="restarted")
                 self.retire(user, old, bool(journal.get("keep_old")))
                 self.clear_journal()
                 return RotationReport(self.host, "finished", user, old, new,

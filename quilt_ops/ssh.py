@@ -199,6 +199,35 @@ def run(cxn: Connection, command: str, timeout: float | None = None) -> RemoteRe
     return RemoteResult(result.stdout, result.stderr, result.exited)
 
 
+def run_with_input(cxn: Connection, command: str, data: bytes, timeout: float = 60) -> RemoteResult:
+    """Runs one command with ``data`` on its stdin (then EOF): one round trip where SFTP takes several.
+
+    For content that is not secret (journals, notes); secrets go over SFTP only.
+    """
+    open_connection(cxn)
+    try:
+        channel = cxn.client.get_transport().open_session(timeout=timeout)
+        channel.settimeout(timeout)
+        channel.exec_command(command)
+        channel.sendall(data)
+        channel.shutdown_write()
+        stdout, stderr = b"", b""
+        while True:
+            chunk = channel.recv(65536)
+            if not chunk:
+                break
+            stdout += chunk
+        while channel.recv_stderr_ready():
+            stderr += channel.recv_stderr(65536)
+        code = channel.recv_exit_status()
+        channel.close()
+    except (socket.timeout, TimeoutError):
+        raise HostError(f"a command on {describe(cxn)} did not finish within {timeout:.0f}s") from None
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        raise HostError(f"lost the SSH connection to {describe(cxn)}: {type(e).__name__}") from None
+    return RemoteResult(stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"), code)
+
+
 def in_dir(settings: Settings, command: str) -> str:
     """Prefixes a command with the cd into quilt.registry_dir ("" = login directory)."""
     if not settings.registry_dir:
