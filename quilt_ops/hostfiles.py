@@ -187,22 +187,24 @@ def replace(c: Connection, settings: Settings, name: str, content: bytes, mode: 
         raise HostFileError(f"cannot write {name} on {ssh.describe(c)}: {_why_write_failed(c, settings, name, e)}; "
                             f"the file was not changed") from None
     # The final mode comes last: it may be stricter than 0600 (0400 cannot be written).
-    commit = (f"chmod {mode & 0o7777:o} -- {q_tmp} && (sync -- {q_tmp} 2>/dev/null || sync) && "
-              f"mv -f -- {q_tmp} {q_name} && "
-              f"(sync -- {q_name} 2>/dev/null || true)")
-    result = ssh.run(c, ssh.in_dir(settings, commit), timeout=60)
+    result = ssh.run(c, ssh.in_dir(settings, _install_command(tmp, name, mode)), timeout=60)
     if not result.ok:
         remove(c, settings, tmp)
         raise HostFileError(f"cannot replace {name} on {ssh.describe(c)}: {_tail(result)}")
 
 
+def _install_command(tmp: str, name: str, mode: int) -> str:
+    """Gives a written temp file its final mode and owner, syncs it, renames it over ``name``."""
+    q_tmp, q_name = shlex.quote(tmp), shlex.quote(name)
+    return (f"chmod {mode & 0o7777:o} -- {q_tmp} && (chown --reference={q_name} -- {q_tmp} 2>/dev/null || true) && "
+            f"(sync -- {q_tmp} 2>/dev/null || sync) && mv -f -- {q_tmp} {q_name} && (sync -- {q_name} 2>/dev/null || true)")
+
+
 def restore(c: Connection, settings: Settings, backup_name: str, name: str, mode: int) -> None:
     """Atomically puts a backup's content back in place of ``name``, with ``mode``."""
     tmp = temp_name(name)
-    q_tmp, q_bak, q_name = shlex.quote(tmp), shlex.quote(backup_name), shlex.quote(name)
-    command = (f"umask 077 && cp -- {q_bak} {q_tmp} && chmod {mode & 0o7777:o} -- {q_tmp} && "
-               f"(chown --reference={q_name} -- {q_tmp} 2>/dev/null || true) && "
-               f"(sync -- {q_tmp} 2>/dev/null || sync) && mv -f -- {q_tmp} {q_name}")
+    q_tmp, q_bak = shlex.quote(tmp), shlex.quote(backup_name)
+    command = f"umask 077 && cp -- {q_bak} {q_tmp} && {_install_command(tmp, name, mode)}"
     result = ssh.run(c, ssh.in_dir(settings, command), timeout=60)
     if not result.ok:
         remove(c, settings, tmp)

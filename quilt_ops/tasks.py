@@ -160,25 +160,14 @@ def restart(c, dry_run=False, timeout=None, parallel=None, stack=None):
         with HostLock(cxn, settings, "restart"):
             return restarting.restart(cxn, settings, progress, wait)
 
-    outcomes = hosts.each(cxns, run_one, workers)
-    statuses = []
-    for outcome in outcomes:
-        if outcome.error is not None:
-            print(f"Error: {outcome.host}: {outcome.error}" if many else f"Error: {outcome.error}",
-                  file=sys.stderr)
-            statuses.append(outcome.error.status)
-        elif not dry_run:
-            report = outcome.value
-            down = (f", registry probe down {report.downtime_seconds:.1f}s"
-                    if report.downtime_seconds is not None else "")
-            print(f"{report.host}: restarted and healthy in {report.total_seconds:.1f}s "
-                  f"(start script {report.script_seconds:.1f}s{down})")
-            statuses.append(ExitStatus.OK)
-        else:
-            statuses.append(ExitStatus.OK)
-    status = max(statuses, key=int) if statuses else ExitStatus.OK
-    if status != ExitStatus.OK:
-        raise Exit(code=int(status))
+    def describe(report):
+        if report is None:  # a dry run printed its plan already
+            return None
+        down = f", registry probe down {report.downtime_seconds:.1f}s" if report.downtime_seconds is not None else ""
+        return (f"{report.host}: restarted and healthy in {report.total_seconds:.1f}s "
+                f"(start script {report.script_seconds:.1f}s{down})")
+
+    _finish(hosts.each(cxns, run_one, workers), many, describe)
 
 
 def plan(cxn, settings: Settings, progress: output.Progress) -> None:

@@ -8,33 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.sandbox import ROOT, Aws, ProcessWatcher
+from tests.sandbox import ROOT, ProcessWatcher, key_lines_removed
 
 pytestmark = pytest.mark.sandbox
-
-
-@pytest.fixture
-def aws(host):
-    client = Aws(host)
-    client.clear()
-    yield client
-    client.clear()
-    heal(host, client)
-
-
-def heal(host, aws):
-    """After a failed test: finish any unfinished rotation and drop keys the host does not use,
-    so that one failure does not cascade into the next tests."""
-    if (host.env_file.parent / ".registry.quilt-ops-rotation.json").exists():
-        host.run("rotate-keys")
-    host_key = host.host_key_id()
-    for key_id in aws.keys():
-        if key_id != host_key:
-            aws.iam.delete_access_key(UserName=aws.user, AccessKeyId=key_id)
-
-
-def key_lines_removed(content: bytes) -> bytes:
-    return re.sub(rb"(?m)^(\s*)(AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_SECRET_KEY)=[^\r\n]*", rb"\1\2=", content)
 
 
 def assert_consistent(host, aws, warning_ok=False):
@@ -346,42 +322,6 @@ def test_killed_at_any_step_the_next_run_ends_consistent(host, aws, pattern):
     aws.clear()
     result = rotate(host)
     assert result.returncode == 0, seen + result.stdout + result.stderr
-    assert_consistent(host, aws)
-
-
-@pytest.mark.concurrency
-def test_two_rotations_at_once_one_waits_out_with_the_lock_message(host, aws):
-    aws.fault(new_key_delay=4)
-    first = start_rotation(host)
-    seen = ""
-    while "created" not in seen:
-        line = first.stdout.readline()
-        assert line, seen
-        seen += line
-    second = rotate(host)
-    out, err = first.communicate(timeout=120)
-    assert first.returncode == 0, seen + out + err
-    assert second.returncode == 1
-    line = one_error(second)
-    assert "is locked: rotate-keys by" in line and "since" in line
-    aws.clear()
-    assert_consistent(host, aws)
-
-
-@pytest.mark.concurrency
-def test_restart_during_a_rotation_is_refused(host, aws):
-    aws.fault(new_key_delay=3)
-    first = start_rotation(host)
-    seen = ""
-    while "created" not in seen:
-        line = first.stdout.readline()
-        assert line, seen
-        seen += line
-    restart = host.run("restart")
-    first.communicate(timeout=120)
-    assert first.returncode == 0
-    assert restart.returncode == 1 and "is locked: rotate-keys" in restart.stderr
-    aws.clear()
     assert_consistent(host, aws)
 
 

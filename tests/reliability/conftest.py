@@ -1,32 +1,8 @@
 """Fixtures of the reliability suites: every case ends by checking that nothing was lost."""
 
-import subprocess
-import sys
-
 import pytest
 
-from tests.sandbox import SANDBOX, Aws, losses, record_losses
-
-
-def heal(host, aws):
-    """Back to a known-good host after a case: sandbox parts up, any rotation finished, strays gone."""
-    subprocess.run([sys.executable, str(SANDBOX), "up"], capture_output=True, timeout=600)
-    if (host.env_file.parent / ".registry.quilt-ops-rotation.json").exists():
-        host.run("rotate-keys")
-    host_key = host.host_key_id()
-    for key_id in aws.keys():
-        if key_id != host_key:
-            aws.iam.delete_access_key(UserName=aws.user, AccessKeyId=key_id)
-    host.restore()
-
-
-@pytest.fixture
-def aws(host):
-    client = Aws(host)
-    client.clear()
-    yield client
-    client.clear()
-    heal(host, client)
+from tests.sandbox import losses, record_losses
 
 
 @pytest.fixture
