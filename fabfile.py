@@ -6,4 +6,6 @@ Outside a checkout, use the ``quilt-ops`` console script (same tasks, same optio
 from quilt_ops.cli import use_with_fab
 from quilt_ops.tasks import ns
 
+__all__ = ["ns"]  # fab looks for the collection named ns
+
 use_with_fab()

@@ -8,8 +8,8 @@ while, so that the tool's waits, retries and rollbacks meet what they meet on AW
 
 FAULTS_JSON is read on every request (a missing file means no faults):
   new_key_delay   seconds during which a new key is refused by STS and S3
-  flaky           during that window, let about one call in three through,
-                  since one accepted call does not prove the key has propagated
+  flaky           during that window, let every third call through (never two in a
+                  row), since one accepted call does not prove the key has propagated
   error_500_until epoch seconds until which every request answers 500
   throttle_until  epoch seconds until which every request is throttled
   down_until      epoch seconds until which connections are closed unanswered
@@ -19,7 +19,6 @@ FAULTS_JSON is read on every request (a missing file means no faults):
 import http.client
 import http.server
 import json
-import random
 import re
 import sys
 import threading
@@ -63,6 +62,7 @@ class State:
     def __init__(self, faults_path: str) -> None:
         self.faults_path = faults_path
         self.created: dict[str, float] = {}
+        self.calls = 0
         self.lock = threading.Lock()
 
     def faults(self) -> dict:
@@ -107,8 +107,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             created = self.state.created.get(key_id)
         if created is None or now - created >= delay:
             return None
-        if faults.get("flaky") and random.random() < 0.34:
-            return None
+        if faults.get("flaky"):
+            with self.state.lock:
+                self.state.calls += 1
+                if self.state.calls % 3 == 0:
+                    return None
         if service == "sts":
             return STS_REFUSED
         if service == "s3":

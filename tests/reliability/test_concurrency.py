@@ -45,12 +45,14 @@ def test_second_operator_during_a_rotation(host, aws, survived, second):
 
 
 def test_two_restarts_at_once(host, aws, survived):
-    first = start(host, "restart")
-    wait_for(first, "removing registry")
-    second = host.run("restart")
-    out, err = first.communicate(timeout=120)
-    assert first.returncode == 0, out + err
+    with host.fault("registry-unhealthy"):  # keeps the first restart waiting (and holding the lock)
+        first = start(host, "restart", "--timeout", "8")
+        wait_for(first, "removing registry")
+        second = host.run("restart")
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 1 and "did not become healthy" in err
     assert second.returncode == 1 and "is locked: restart by" in second.stderr
+    assert host.run("restart").returncode == 0
     survived()
 
 
