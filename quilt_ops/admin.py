@@ -75,7 +75,10 @@ def validate(admin: Admin) -> None:
 def command(settings: Settings) -> str:
     """The remote command: the operator's documented procedure, answers not included."""
     env = shlex.quote("./" + settings.env_file if "/" not in settings.env_file else settings.env_file)
-    return ssh.in_dir(settings, f". {env} && {shlex.quote(settings.create_admin_script)}")
+    # Sourcing is silenced: bash complaining about a line of the env file would print part of a value.
+    return ssh.in_dir(settings, f"if [ ! -r {env} ]; then echo 'env file {settings.env_file} is missing or "
+                                f"unreadable'; exit 92; fi; . {env} >/dev/null 2>&1; "
+                                f"exec {shlex.quote(settings.create_admin_script)}")
 
 
 def mask(text: str, password: str) -> str:

@@ -47,10 +47,9 @@ class ContainerVerdict:
 
 @dataclass
 class InspectResult:
-    """Parsed ``docker inspect`` output: documents by name, plus what went wrong."""
+    """Parsed ``docker inspect`` output: documents by name (a missing container has none)."""
 
     documents: dict[str, dict]
-    missing: set[str]
     #: Set when docker itself could not answer (missing, not permitted, engine down).
     problem: str | None = None
 
@@ -83,9 +82,7 @@ def parse_inspect(output: str, names: Iterable[str]) -> InspectResult:
             documents[doc.get("Name", "").lstrip("/")] = doc
         elif line and line != "[]":
             errors.append(line)
-    problem = docker_problem(errors)
-    missing = {n for n in names if n not in documents} if problem is None else set()
-    return InspectResult(documents, missing, problem)
+    return InspectResult(documents, docker_problem(errors))
 
 
 def docker_problem(error_lines: list[str]) -> str | None:

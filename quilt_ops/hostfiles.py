@@ -107,14 +107,6 @@ def read(c: Connection, settings: Settings, name: str) -> RemoteFile:
     return RemoteFile(name, content, stat_module.S_IMODE(attrs.st_mode), attrs.st_uid, attrs.st_gid)
 
 
-def exists(c: Connection, settings: Settings, name: str) -> bool:
-    try:
-        _sftp(c).stat(sftp_path(settings, name))
-    except (OSError, EOFError):
-        return False
-    return True
-
-
 def read_if_exists(c: Connection, settings: Settings, name: str) -> bytes | None:
     try:
         with _sftp(c).open(sftp_path(settings, name), "rb") as f:

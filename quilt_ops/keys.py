@@ -140,9 +140,6 @@ class KeyStore:
     def deactivate(self, user: str, key_id: str) -> None:
         self._ignore_missing("update_access_key", UserName=user, AccessKeyId=key_id, Status="Inactive")
 
-    def activate(self, user: str, key_id: str) -> None:
-        self._ignore_missing("update_access_key", UserName=user, AccessKeyId=key_id, Status="Active")
-
     def delete(self, user: str, key_id: str) -> None:
         self._ignore_missing("delete_access_key", UserName=user, AccessKeyId=key_id)
 
@@ -153,15 +150,21 @@ class KeyStore:
             if error_code(e) != "NoSuchEntity":
                 raise AwsError(describe_error(f"IAM {operation}", e)) from None
 
-    def check_with(self, key: NewKey, user_arn: str, bucket: str | None) -> str | None:
-        """One verification with the key's own credentials; None if it passed, else why not."""
+    def clients_for(self, key: NewKey) -> tuple:
+        """STS and S3 clients signing with the new key itself."""
         own = boto3.Session(aws_access_key_id=key.id, aws_secret_access_key=key.secret, region_name=self.region)
+        return own.client("sts", config=PROBE_CONFIG), own.client("s3", config=PROBE_CONFIG)
+
+    @staticmethod
+    def check_with(clients: tuple, user_arn: str, bucket: str | None) -> str | None:
+        """One verification with the key's own credentials; None if it passed, else why not."""
+        sts, s3 = clients
         try:
-            arn = own.client("sts", config=PROBE_CONFIG).get_caller_identity()["Arn"]
+            arn = sts.get_caller_identity()["Arn"]
             if arn != user_arn:
                 return f"STS says the key is {arn}, not {user_arn}"
             if bucket:
-                own.client("s3", config=PROBE_CONFIG).list_objects_v2(Bucket=bucket, MaxKeys=1)
+                s3.list_objects_v2(Bucket=bucket, MaxKeys=1)
         except botocore.exceptions.ClientError as e:
             return error_code(e) or "refused"
         except botocore.exceptions.BotoCoreError as e:
@@ -177,12 +180,13 @@ class KeyStore:
         a single pass is not enough. Raises `VerifyTimeout` when ``timeout`` runs out.
         """
         deadline = time.monotonic() + timeout
+        clients = self.clients_for(key)
         streak = attempts = 0
         last = "no check yet"
         while True:
             attempts += 1
             started = time.monotonic()
-            why_not = self.check_with(key, user_arn, bucket)
+            why_not = self.check_with(clients, user_arn, bucket)
             if why_not is None:
                 streak += 1
                 if streak >= needed:

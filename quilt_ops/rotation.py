@@ -44,6 +44,10 @@ class RotationFailed(QuiltError):
     status = ExitStatus.FAILED
 
 
+class RolledBack(RotationFailed):
+    """The rotation failed after the env file was written, and was rolled back."""
+
+
 class RollbackFailed(QuiltError):
     """The rotation failed and so did its rollback; the message says what to run."""
 
@@ -409,7 +413,7 @@ class Rotation:
                 self.undo(old_key_id, new_key_id, mode)
             except QuiltError as e:
                 raise RollbackFailed(self.stuck_message(reason, str(e), old_key_id, new_key_id)) from None
-        raise RotationFailed(f"rotation failed and was rolled back: {reason}")
+        raise RolledBack(f"rotation failed and was rolled back: {reason}")
 
     def stuck_message(self, reason: str, rollback_error: str, old_key_id: str, new_key_id: str) -> str:
         try:
@@ -435,9 +439,10 @@ class Rotation:
                 try:
                     if not self.registry_runs_with(old) or self.unhealthy():
                         self.restart_on(old)
+                    # Any key the dead run made (the new one, even if it died before recording it).
                     known = {k.id for k in self.store.keys(user)}
                     existing = set(journal.get("existing") or [old])
-                    for key_id in sorted(known - existing - {old} | ({new} & known if new else set())):
+                    for key_id in sorted(known - existing - {old}):
                         self.store.delete(user, key_id)
                         self.progress.step(f"deleted {key_id}, left by the unfinished rotation")
                     self.clear_journal()

@@ -156,7 +156,7 @@ def restart(c, dry_run=False, timeout=None, parallel=None, stack=None):
     def run_one(cxn):
         progress = output.Progress(prefix=ssh.describe(cxn) if many else "")
         if dry_run:
-            return plan(cxn, settings, progress)
+            return plan(cxn, settings)
         with HostLock(cxn, settings, "restart"):
             return restarting.restart(cxn, settings, progress, wait)
 
@@ -170,7 +170,7 @@ def restart(c, dry_run=False, timeout=None, parallel=None, stack=None):
     _finish(hosts.each(cxns, run_one, workers), many, describe)
 
 
-def plan(cxn, settings: Settings, progress: output.Progress) -> None:
+def plan(cxn, settings: Settings) -> None:
     """What ``restart`` would do on one host, from its current state."""
     report = health_checks.collect(cxn, settings, env_file=False)
     where = settings.registry_dir or "the login directory"
@@ -249,12 +249,11 @@ def rotate_keys(c, iam_user=None, stack=None, keep_old=False, delete_other_activ
 
 
 def _outcome(error: QuiltError) -> str:
-    from .rotation import RollbackFailed
+    from .rotation import RollbackFailed, RolledBack
 
-    text = str(error)
     if isinstance(error, RollbackFailed):
         return "rollback-failed"
-    if "rolled back" in text:
+    if isinstance(error, RolledBack):
         return "rolled-back"
     return "failed"
 

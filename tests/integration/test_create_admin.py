@@ -206,3 +206,23 @@ def test_dry_run_changes_nothing(host, users):
     assert result.returncode == 0, result.stderr
     assert "dry run" in result.stdout
     assert stored(users) == before
+
+
+def test_env_file_lines_bash_cannot_run_do_not_reach_the_output(host, tmp_path):
+    """Sourcing env/registry runs each line in bash; one it cannot run must not echo a value,
+    even in the output shown when the program fails."""
+    failing = host.home / "fails.sh"
+    failing.write_text("#!/bin/sh\nexit 3\n")
+    failing.chmod(0o755)
+    shutil.chown(failing, "ec2-user", "ec2-user")
+    config = host.write_config(tmp_path / "c.yaml", create_admin_script="./fails.sh")
+    original = host.env_file.read_bytes()
+    host.env_file.write_bytes(b"SMTP_PASSWORD=with space-canary-48151623\n" + original)
+    try:
+        result = create(host, unique("envleak"), "envleak@example.com", config=config)
+    finally:
+        host.env_file.write_bytes(original)
+        failing.unlink()
+    assert result.returncode == 1
+    assert "the program ended (exit code 3)" in result.stderr
+    assert "canary-48151623" not in result.stdout + result.stderr

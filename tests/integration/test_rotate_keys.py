@@ -242,6 +242,8 @@ def test_registry_unhealthy_on_the_new_key_is_rolled_back(host, aws):
     assert result.returncode == 1
     assert "rolled back" in one_error(result) and "probe registry" in result.stderr
     assert host.env_file.read_bytes() == before
+    record = json.loads((host.dir / "audit.log").read_text().splitlines()[-1])
+    assert record["outcome"] == "rolled-back"
     assert_consistent(host, aws)
 
 
