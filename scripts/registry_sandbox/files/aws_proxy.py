@@ -14,6 +14,7 @@ FAULTS_JSON is read on every request (a missing file means no faults):
   throttle_until  epoch seconds until which every request is throttled
   down_until      epoch seconds until which connections are closed unanswered
                   (AWS unreachable, without losing moto's state)
+  fail_actions    query API actions (e.g. ["DeleteAccessKey"]) that answer 500
 """
 
 import http.client
@@ -26,6 +27,7 @@ import time
 
 CREDENTIAL = re.compile(r"Credential=([A-Z0-9]+)/[^/]+/[^/]+/([a-z0-9-]+)/")
 QUERY_CREDENTIAL = re.compile(r"X-Amz-Credential=([A-Z0-9]+)%2F[^%]+%2F[^%]+%2F([a-z0-9-]+)%2F")
+ACTION = re.compile(rb"(?:^|[?&])Action=([A-Za-z]+)")
 NEW_KEY = re.compile(rb"<AccessKeyId>([A-Z0-9]+)</AccessKeyId>")
 
 STS_REFUSED = (
@@ -38,15 +40,14 @@ STS_REFUSED = (
 S3_REFUSED = (
     403,
     "application/xml",
-    b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidAccessKeyId</Code>"
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidAccessKeyId</Code>'
     b"<Message>The AWS Access Key Id you provided does not exist in our records.</Message>"
     b"<RequestId>sandbox</RequestId></Error>",
 )
 SERVER_ERROR = (
     500,
     "text/xml",
-    b"<ErrorResponse><Error><Code>InternalFailure</Code><Message>sandbox fault"
-    b"</Message></Error></ErrorResponse>",
+    b"<ErrorResponse><Error><Code>InternalFailure</Code><Message>sandbox fault</Message></Error></ErrorResponse>",
 )
 THROTTLED = (
     400,
@@ -78,7 +79,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     state: State
     moto_port: int
 
-    def log_message(self, fmt, *args):  # keep the proxy quiet; moto logs requests
+    def log_message(self, format: str, *args: object) -> None:  # keep the proxy quiet; moto logs requests
         pass
 
     def _answer(self, status: int, ctype: str, body: bytes) -> None:
@@ -88,10 +89,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def _refusal(self) -> tuple | None:
+    def _refusal(self, body: bytes = b"") -> tuple | None:
         faults = self.state.faults()
         now = time.time()
         if faults.get("error_500_until", 0) > now:
+            return SERVER_ERROR
+        action = ACTION.search(body + b"&" + self.path.encode())
+        if action and action.group(1).decode() in faults.get("fail_actions", []):
             return SERVER_ERROR
         if faults.get("throttle_until", 0) > now:
             return THROTTLED
@@ -125,7 +129,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        refusal = self._refusal()
+        refusal = self._refusal(body)
         if refusal:
             self._answer(*refusal)
             return

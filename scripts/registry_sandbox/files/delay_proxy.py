@@ -9,6 +9,7 @@ only and forwards to 127.0.0.1 only. Stops when its parent closes its stdin.
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 
 
 async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
@@ -46,8 +47,8 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay
     await asyncio.gather(read(), write())
 
 
-def handler(target: int, delay: float):
-    async def handle(client_reader, client_writer):
+def handler(target: int, delay: float) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", target)
         except OSError:
@@ -56,6 +57,7 @@ def handler(target: int, delay: float):
         await asyncio.gather(pipe(client_reader, upstream_writer, delay), pipe(upstream_reader, client_writer, delay))
         for w in (client_writer, upstream_writer):
             w.close()
+
     return handle
 
 
