@@ -21,4 +21,4 @@ library modules below, render the result and map it to an exit status.
 - ``status`` and ``errors``: exit statuses and the exceptions that map to them
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

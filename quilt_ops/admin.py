@@ -1,40 +1,51 @@
 """Creating the registry's first admin: validate locally, then answer create_admin.sh's prompts.
 
-``create_admin.sh`` takes no arguments and asks, on a terminal, for
-``Username: ``, ``Email: ``, ``Password: `` and ``Confirm password: `` (the last
-two with echo off). It is run the way the operator runs it, from
-``registry_dir``: ``. env/registry && ./create_admin.sh``, on a pseudo-terminal,
-and each answer is typed into the program's input when its prompt appears. The
-answers never go into a command line, a remote environment variable or a shell
-history, and the password is masked in anything shown (the terminal echoes the
-username and email as typed, and would echo a password if a program forgot to
-turn echo off).
+``create_admin.sh`` asks, on a terminal, for ``Username: ``, ``Email: ``,
+``Password: `` and, when the password is long enough, ``Confirm password: ``
+(the last two with echo off). Two versions of the program exist: the 2018
+open-source one (refusals exit 2) and the Marketplace one (every refusal exits
+0). So the verdict comes from the text: ``Success.`` is success, an ``Error:``
+line (or ``Passwords don't match!``) is a refusal whatever the exit status, and
+a refusal that comes before a prompt is reported at once, never waited on.
+
+It is run the way the operator runs it, from ``registry_dir``:
+``. env/registry && ./create_admin.sh``, on a pseudo-terminal, and each answer
+is typed when its prompt appears. The answers never go into a command line, a
+remote environment variable or a shell history, and the password, like every
+env-file value, is masked in anything shown.
 """
 
 from __future__ import annotations
 
 import getpass
 import re
-import shlex
-import socket
 import sys
 import time
-from typing import Mapping, TextIO
+import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TextIO
 
-from fabric import Connection
-
-from . import ssh
+from . import containers, shell, stopping
 from .config import Settings
-from .errors import HostError, QuiltError
+from .envfile import EnvFile
+from .errors import QuiltError
+from .masking import Masker
+from .remote import Process, Target
+from .shell import q
 from .status import ExitStatus
 
 USERNAME = re.compile(r"[a-z][a-z0-9_]*")
 EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
 RESERVED = ("team", "public", "anonymous", "quilt")
 MIN_PASSWORD = 8
-PROMPTS = ("Username: ", "Email: ", "Password: ", "Confirm password: ")
-MASK = "********"
+USERNAME_PROMPT, EMAIL_PROMPT, PASSWORD_PROMPT, CONFIRM_PROMPT = (
+    "Username: ",
+    "Email: ",
+    "Password: ",
+    "Confirm password: ",
+)
+MISMATCH = "Passwords don't match!"
 
 
 class InvalidInput(QuiltError):
@@ -44,7 +55,7 @@ class InvalidInput(QuiltError):
 
 
 class AdminFailed(QuiltError):
-    """The registry refused, or the program failed; the host is unchanged."""
+    """The registry refused, or the program failed; no admin was created."""
 
 
 @dataclass(frozen=True)
@@ -59,119 +70,208 @@ class Admin:
         return f"Admin(username={self.username!r}, email={self.email!r})"
 
 
+def _control(text: str) -> bool:
+    """True if ``text`` holds a control character: a terminal would act on it (^Q, ^S, ^V,
+    ^Z, ^\\ ...) instead of passing it on, so what is stored would differ from what was given."""
+    return any(unicodedata.category(ch) == "Cc" for ch in text)
+
+
+def validate_identity(username: str, email: str) -> None:
+    """The registry's rules for the user name and email (checked before the password is asked)."""
+    if username in RESERVED or not USERNAME.fullmatch(username):
+        raise InvalidInput(
+            f"Invalid username. (a lowercase letter, then lowercase letters, digits or _; not {', '.join(RESERVED)})"
+        )
+    if not EMAIL.fullmatch(email) or _control(email):
+        raise InvalidInput("Invalid email.")
+
+
 def validate(admin: Admin) -> None:
     """The registry's own rules, checked before the host is contacted."""
-    if admin.username in RESERVED or not USERNAME.fullmatch(admin.username):
-        raise InvalidInput("Invalid username. (a lowercase letter, then lowercase letters, digits or _; "
-                           f"not {', '.join(RESERVED)})")
-    if not EMAIL.fullmatch(admin.email):
-        raise InvalidInput("Invalid email.")
+    validate_identity(admin.username, admin.email)
     if len(admin.password) < MIN_PASSWORD:
         raise InvalidInput(f"Password must be at least {MIN_PASSWORD} characters long.")
-    if any(ch in admin.password for ch in "\r\n\x00\x03\x04\x15\x17\x7f"):
-        raise InvalidInput("Password must not hold line breaks or terminal control characters.")
+    if _control(admin.password):
+        raise InvalidInput("Password must not hold control characters (a terminal would act on them).")
+
+
+def masker(admin: Admin, env: bytes | None = None) -> Masker:
+    found = Masker([admin.password])
+    if env is not None:
+        found.add(*EnvFile(env).values())
+    return found
+
+
+def precheck_script(settings: Settings) -> shell.Script:
+    """Checks the script, the env file and the registry container; sends the env file
+    (to mask its values in anything the program prints). Changes nothing."""
+    s = shell.Script(settings)
+    s.docker(required=False).files(settings.env_file, write=False)
+    script = q(settings.create_admin_script)
+    s.add(f"if [ -x {script} ]; then say script ok; else say script missing; fi")
+    s.send_file(settings.env_file, "env")
+    s.add(
+        "say registry",
+        f"qdocker inspect --format '{{{{.State.Running}}}}' -- {q(settings.containers.registry)} 2>&1 | head -n 1",
+    )
+    s.end()
+    return s
+
+
+@dataclass
+class Precheck:
+    problems: list[str]
+    env: bytes | None
+
+
+def precheck(target: Target, settings: Settings) -> Precheck:
+    """Problems that would stop create_admin.sh on this host (empty when none)."""
+    built = precheck_script(settings)
+    result = target.run(built.text(), timeout=30, what="the create-admin pre-check")
+    output = shell.parse(result.stdout_bytes, built.marker)
+    shell.raise_for_failure(output, target.name, settings)
+    problems = []
+    if output.word("script") != "ok":
+        problems.append(f"{settings.create_admin_script} is missing or not executable in {settings.where}")
+    env = shell.blob(output, "env")
+    if env is None:
+        problems.append(f"env file {settings.env_file} is missing or unreadable")
+    registry = output.first("registry")
+    answer = registry.lines[0] if registry and registry.lines else ""
+    docker_failed = output.first("dockerfail")
+    if docker_failed is not None:
+        problems.append(containers.docker_problem(docker_failed.lines) or "docker cannot be run")
+    elif answer != "true":
+        problems.append(f"the registry container {settings.containers.registry} is not running")
+    return Precheck(problems, env)
 
 
 def command(settings: Settings) -> str:
-    """The remote command: the operator's documented procedure, answers not included."""
-    env = shlex.quote("./" + settings.env_file if "/" not in settings.env_file else settings.env_file)
-    # Sourcing is silenced: bash complaining about a line of the env file would print part of a value.
-    return ssh.in_dir(settings, f"if [ ! -r {env} ]; then echo 'env file {settings.env_file} is missing or "
-                                f"unreadable'; exit 92; fi; . {env} >/dev/null 2>&1; "
-                                f"exec {shlex.quote(settings.create_admin_script)}")
+    """The remote command: the operator's documented procedure, answers not included.
 
-
-def mask(text: str, password: str) -> str:
-    return text.replace(password, MASK) if password else text
-
-
-def tail(text: str, password: str, lines: int = 6) -> str:
-    shown = [line.rstrip() for line in mask(text, password).replace("\r", "").splitlines() if line.strip()]
-    return " | ".join(shown[-lines:])
+    Sourcing is silenced: bash complaining about a line of the env file would
+    print part of a value. A file only root can read is sourced through sudo.
+    """
+    s = shell.Script(settings)
+    s.files(settings.env_file, write=False)
+    env = settings.env_file if "/" in settings.env_file else "./" + settings.env_file
+    s.add(
+        f"if [ -r {q(env)} ]; then . {q(env)} >/dev/null 2>&1; "
+        f'else eval "$(qfile cat -- {q(env)} 2>/dev/null)" >/dev/null 2>&1; fi',
+        f"exec {q(settings.create_admin_script)}",
+    )
+    return s.text()
 
 
 class Session:
     """One run of create_admin.sh on a PTY, driven prompt by prompt."""
 
-    def __init__(self, c: Connection, settings: Settings, admin: Admin, timeout: float) -> None:
-        self.c, self.settings, self.admin, self.timeout = c, settings, admin, timeout
+    def __init__(self, target: Target, settings: Settings, admin: Admin, timeout: float, mask: Masker) -> None:
+        self.target, self.settings, self.admin, self.timeout, self.mask = target, settings, admin, timeout, mask
         self.output = ""
-        self.channel = None
+        self.process: Process | None = None
         self.deadline = time.monotonic() + timeout
 
     def run(self) -> str:
-        """Answers every prompt and returns the program's final message, or raises `AdminFailed`."""
-        ssh.open_connection(self.c)
+        """Answers every prompt and returns the program's success line, or raises `AdminFailed`."""
+        self.process = self.target.start(command(self.settings), timeout=self.timeout + 5, pty=True)
         try:
-            self.channel = self.c.client.get_transport().open_session()
-            self.channel.get_pty(term="dumb", width=200, height=40)
-            self.channel.settimeout(0.5)
-            self.channel.exec_command(command(self.settings))
-        except Exception as e:
-            raise HostError(f"cannot start {self.settings.create_admin_script} on {ssh.describe(self.c)}: "
-                                f"{type(e).__name__}") from None
-        try:
-            answers = (self.admin.username, self.admin.email, self.admin.password, self.admin.password)
-            position = 0
-            for prompt, answer in zip(PROMPTS, answers):
-                position = self.expect(prompt, position)
-                self.channel.sendall((answer + "\r").encode())
-            code = self.finish()
+            position = self.expect(USERNAME_PROMPT, 0)
+            self.answer(self.admin.username)
+            position = self.expect(EMAIL_PROMPT, position)
+            self.answer(self.admin.email)
+            position = self.expect(PASSWORD_PROMPT, position)
+            self.answer(self.admin.password)
+            position = self.expect(CONFIRM_PROMPT, position)
+            self.answer(self.admin.password)
+            self.finish()
+            code = self.process.exit_code()
         finally:
-            self.channel.close()
+            self.process.close()
         return self.verdict(code)
+
+    def answer(self, text: str) -> None:
+        assert self.process is not None
+        self.process.send((text + "\r").encode())
 
     def read(self) -> bool:
         """Reads what is there; False once the program has ended and all output is read."""
-        try:
-            chunk = self.channel.recv(4096)
-        except socket.timeout:
-            return True
-        if not chunk:
+        assert self.process is not None
+        stopping.check()
+        if self.process.finished():
             return False
-        self.output += chunk.decode("utf-8", "replace")
+        out, err = self.process.read(0.2)
+        self.output += (out + err).decode("utf-8", "replace")
         return True
 
     def expect(self, prompt: str, position: int) -> int:
-        """Waits for ``prompt`` after ``position``; returns the position after it."""
+        """Waits for ``prompt`` after ``position``; returns the position after it.
+
+        A refusal (an ``Error:`` line) or the program's end stops the wait at once.
+        """
         while True:
             found = self.output.find(prompt, position)
             if found >= 0:
                 return found + len(prompt)
+            refusal = self.refusal(self.output[position:])
+            if refusal:
+                raise AdminFailed(f"the registry refused: {refusal}")
             if not self.read():
-                code = self.channel.recv_exit_status()
-                raise AdminFailed(self.failure(f"the program ended (exit code {code}) before asking "
-                                               f"'{prompt.strip()}'"))
+                assert self.process is not None
+                refusal = self.refusal(self.output[position:])
+                if refusal:
+                    raise AdminFailed(f"the registry refused: {refusal}")
+                code = self.process.exit_code()
+                raise AdminFailed(
+                    self.failure(f"the program ended (exit code {code}) before asking '{prompt.strip()}'")
+                )
             if time.monotonic() > self.deadline:
                 raise AdminFailed(self.failure(f"no '{prompt.strip()}' prompt within {self.timeout:.0f}s"))
 
-    def finish(self) -> int:
+    def finish(self) -> None:
         while self.read():
             if time.monotonic() > self.deadline:
                 raise AdminFailed(self.failure(f"the program did not finish within {self.timeout:.0f}s"))
-        return self.channel.recv_exit_status()
+
+    def lines(self, text: str) -> list[str]:
+        return [line.strip() for line in self.mask(text).replace("\r", "\n").splitlines() if line.strip()]
+
+    def refusal(self, text: str) -> str | None:
+        for line in self.lines(text):
+            if line.startswith("Error:"):
+                return line.removeprefix("Error:").strip()
+            if line == MISMATCH:
+                return line
+        return None
 
     def failure(self, reason: str) -> str:
-        shown = tail(self.output, self.admin.password)
-        return f"{reason} on {ssh.describe(self.c)}" + (f"; last output: {shown}" if shown else "")
+        shown = " | ".join(self.lines(self.output)[-6:])
+        return f"{reason} on {self.target.name}" + (f"; last output: {shown}" if shown else "")
 
     def verdict(self, code: int) -> str:
-        lines = [line.strip() for line in mask(self.output, self.admin.password).replace("\r", "").splitlines()]
-        if code == 0 and "Success." in lines:
+        refusal = self.refusal(self.output)
+        if refusal:
+            raise AdminFailed(f"the registry refused: {refusal}")
+        if "Success." in self.lines(self.output) and code == 0:
             return "Success."
-        errors = [line for line in lines if line.startswith("Error:") or line == "Passwords don't match!"]
-        if errors:
-            raise AdminFailed(f"the registry refused: {errors[-1].removeprefix('Error:').strip()}")
-        raise AdminFailed(self.failure(f"{self.settings.create_admin_script} exited with code {code}"))
+        raise AdminFailed(
+            self.failure(f"{self.settings.create_admin_script} exited with code {code} without saying Success.")
+        )
 
 
-def gather(username: str | None, email: str | None, password_stdin: bool, environ: Mapping[str, str],
-           stdin: TextIO = sys.stdin) -> Admin:
+def gather(
+    username: str | None,
+    email: str | None,
+    password_stdin: bool,
+    environ: Mapping[str, str],
+    stdin: TextIO | None = None,
+) -> Admin:
     """The admin's details from options, the environment, stdin or local prompts.
 
     The password is never an option: one line of stdin (``--password-stdin``),
     ``QUILT_ADMIN_PASSWORD``, or asked twice with echo off on a terminal.
     """
+    stdin = stdin or sys.stdin
     interactive = stdin.isatty() and not password_stdin
 
     def ask(what: str, given: str | None) -> str:
@@ -185,6 +285,7 @@ def gather(username: str | None, email: str | None, password_stdin: bool, enviro
 
     username = ask("username", username)
     email = ask("email", email)
+    validate_identity(username, email)
     if password_stdin:
         password = stdin.readline().rstrip("\r\n")
         if not password:
@@ -196,30 +297,12 @@ def gather(username: str | None, email: str | None, password_stdin: bool, enviro
         if getpass.getpass("Confirm password: ") != password:
             raise InvalidInput("Passwords don't match!")
     else:
-        raise InvalidInput("no password: use --password-stdin or set QUILT_ADMIN_PASSWORD "
-                           "(it is never a command-line option)")
+        raise InvalidInput(
+            "no password: use --password-stdin or set QUILT_ADMIN_PASSWORD (it is never a command-line option)"
+        )
     return Admin(username, email, password)
 
 
-def precheck_command(settings: Settings, container: str = "registry") -> str:
-    """Checks that the script is there and the registry container runs (for --dry-run)."""
-    script = shlex.quote(settings.create_admin_script)
-    return ssh.in_dir(settings, f"if [ -x {script} ]; then echo script-ok; fi; "
-                                f"docker inspect --format '{{{{.State.Running}}}}' {container} 2>&1 | head -n1")
-
-
-def precheck(c: Connection, settings: Settings) -> list[str]:
-    """Problems that would stop create_admin.sh on this host (empty when none)."""
-    result = ssh.run(c, precheck_command(settings), timeout=30)
-    lines = result.stdout.split()
-    problems = []
-    if "script-ok" not in lines:
-        problems.append(f"{settings.create_admin_script} is missing or not executable")
-    if "true" not in lines:
-        problems.append("the registry container is not running")
-    return problems
-
-
-def create(c: Connection, settings: Settings, admin: Admin, timeout: float) -> str:
+def create(target: Target, settings: Settings, admin: Admin, timeout: float, env: bytes | None = None) -> str:
     """Creates the admin on one host; returns the program's success line."""
-    return Session(c, settings, admin, timeout).run()
+    return Session(target, settings, admin, timeout, masker(admin, env)).run()

@@ -4,12 +4,14 @@ what a checkout's fabfile.py changes in ``fab``.
 invoke's ``fab -c`` cannot load a collection from an installed package, so this
 program carries the collection itself and works from any directory. Options,
 config files (``~/.fabric.yaml``, ``-f FILE``) and ``FABRIC_QUILT_*`` variables
-are Fabric's.
+are Fabric's. `run` runs it in-process (tests, ``python -m quilt_ops``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from typing import Any
 
 from fabric import Config
 from fabric.main import Fab
@@ -22,33 +24,35 @@ from .tasks import ns
 
 
 class CleanErrors:
-    """Program mixin: option and config-file mistakes are one ``Error:`` line, exit 2.
+    """Program mixin: option and config-file mistakes are one ``Error:`` line, exit 64.
 
     invoke prints parse errors without a prefix (exit 1), silently ignores a
     ``-f`` path that does not exist (an operator's typo would run with the
     defaults) and shows a traceback for bad YAML.
     """
 
-    def parse_core(self, *args, **kwargs):
+    args: Any
+
+    def parse_core(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().parse_core(*args, **kwargs)
+            return super().parse_core(*args, **kwargs)  # type: ignore[misc]
         except ParseError as e:
             raise Exit(f"Error: {e}", code=int(ExitStatus.USAGE)) from None
 
-    def parse_tasks(self, *args, **kwargs):
+    def parse_tasks(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().parse_tasks(*args, **kwargs)
+            return super().parse_tasks(*args, **kwargs)  # type: ignore[misc]
         except ParseError as e:
             raise Exit(f"Error: {e}", code=int(ExitStatus.USAGE)) from None
         except ValueError as e:  # an option value invoke could not cast
             raise Exit(f"Error: invalid option value: {e}", code=int(ExitStatus.USAGE)) from None
 
-    def update_config(self, *args, **kwargs):
+    def update_config(self, *args: Any, **kwargs: Any) -> Any:
         path = self.args.config.value
         if path and not os.path.isfile(path):
             raise Exit(f"Error: config file {path} not found", code=int(ExitStatus.USAGE))
         try:
-            return super().update_config(*args, **kwargs)
+            return super().update_config(*args, **kwargs)  # type: ignore[misc]
         except Exit:
             raise
         except Exception as e:
@@ -60,23 +64,33 @@ class QuiltOps(CleanErrors, Fab):
     """``fab`` with the quilt-ops collection built in."""
 
     def print_version(self) -> None:
-        super().print_version()
-        print(f"quilt-ops {__version__}")
+        super().print_version()  # "quilt-ops VERSION", then Fabric's, Paramiko's and Invoke's
 
 
-program = QuiltOps(
-    name="quilt-ops",
-    binary="quilt-ops",
-    binary_names=["quilt-ops"],
-    version=__version__,
-    namespace=ns,
-    executor_class=Executor,
-    config_class=Config,
-)
+def program() -> QuiltOps:
+    return QuiltOps(
+        name="quilt-ops",
+        binary="quilt-ops",
+        binary_names=["quilt-ops"],
+        version=__version__,
+        namespace=ns,
+        executor_class=Executor,
+        config_class=Config,
+    )
+
+
+def run(argv: list[str]) -> int:
+    """Runs ``quilt-ops ARGV...`` in this process; returns the exit status."""
+    try:
+        program().run(["quilt-ops", *argv], exit=True)
+    except SystemExit as e:
+        code = e.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
 
 
 def main() -> None:
-    program.run()
+    sys.exit(run(sys.argv[1:]))
 
 
 def use_with_fab() -> None:

@@ -2,91 +2,155 @@
 
 Settings live under the ``quilt`` key of Fabric's config (``fabric.yaml`` beside
 the fabfile, ``~/.fabric.yaml``, ``-f FILE``, ``FABRIC_QUILT_*`` variables). The
-defaults are declared on the task collection so that every one of those layers
-can override them. `Settings.load` checks types once, at the start of a task, so
-that a bad value ends the run before any host is contacted.
+`Settings` dataclass is the one place the defaults are declared: `defaults`
+turns it into the config dict the task collection is configured with, and
+`Settings.load` checks every value once, at the start of a task, so that a bad
+value ends the run before any host is contacted.
+
+No container name, path or port of the real host appears anywhere else in the
+package: code asks `Settings` (for example ``settings.containers.registry``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlparse
 
 from .errors import ConfigError
 
 HOST_KEY_POLICIES = ("reject", "accept-new")
+#: The container roles, in the order ``docker rm -f`` names them on the operator's page.
+ROLES = ("registry", "catalog", "nginx")
+#: The probe whose answer is the registry's own health (and its downtime).
+REGISTRY_PROBE = "registry"
+#: Docker's container name rule (daemon/names: ``[a-zA-Z0-9][a-zA-Z0-9_.-]+``).
+CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
+#: ``quilt.docker`` value that finds out, on the host, whether sudo is needed.
+DOCKER_AUTO = "auto"
 
-#: The ``quilt`` config defaults. These names are the interface: keep them.
-DEFAULTS: dict[str, Any] = {
-    # Remote folder holding env/, start.sh, create_admin.sh; "" is the login directory.
-    "registry_dir": "",
-    "env_file": "env/registry",
-    "start_script": "./start.sh",
-    "create_admin_script": "./create_admin.sh",
-    "containers": ["registry", "catalog", "registry-nginx"],
-    "probes": {
-        "registry": "http://localhost:5000/healthcheck",
-        "catalog": "http://localhost:80/",
-    },
-    "known_hosts": "~/.ssh/known_hosts",
-    "host_key_policy": "reject",
-    "connect_timeout": 10,
-    "restart_timeout": 120,
-    # Hosts to run on when no -H is given.
-    "hosts": [],
-    # CloudFormation stacks whose EC2InstanceIp are hosts to run on (when no -H is given).
-    "stacks": [],
-    # IAM user whose key the registry runs with ("" = find it from the host's key).
-    "iam_user": "",
-    "audit_log": "~/.local/state/quilt-ops/audit.log",
-}
+
+@dataclass(frozen=True)
+class Containers:
+    """Which container plays which role on the host."""
+
+    #: Holds the AWS key, runs create_admin, serves /healthcheck (through nginx).
+    registry: str = "registry"
+    #: The catalog web app.
+    catalog: str = "catalog"
+    #: nginx in the registry's network namespace (``--network container:<registry>``).
+    nginx: str = "registry-nginx"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """All three, in the operator page's order (registry, catalog, nginx)."""
+        return (self.registry, self.catalog, self.nginx)
+
+    def role_of(self, name: str) -> str:
+        return ROLES[self.names.index(name)]
+
+    def as_dict(self) -> dict[str, str]:
+        return {role: getattr(self, role) for role in ROLES}
+
+
+def _default_probes() -> dict[str, str]:
+    return {"registry": "http://localhost:5000/healthcheck", "catalog": "http://localhost:80/"}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated ``quilt`` settings."""
+    """Validated ``quilt`` settings; the field defaults are the documented defaults."""
 
+    #: Remote folder holding env/, start.sh, create_admin.sh: relative to the login
+    #: directory (``~/`` allowed), or absolute; "" is the login directory itself.
     registry_dir: str = ""
+    #: The registry's env file, relative to registry_dir.
     env_file: str = "env/registry"
+    #: Recreates the containers (a path relative to registry_dir, run from there).
     start_script: str = "./start.sh"
+    #: Creates the first admin (a path relative to registry_dir, run from there).
     create_admin_script: str = "./create_admin.sh"
-    containers: tuple[str, ...] = ("registry", "catalog", "registry-nginx")
-    probes: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULTS["probes"]))
+    #: Which container is the registry, the catalog and nginx.
+    containers: Containers = field(default_factory=Containers)
+    #: HTTP checks made on the host with curl: name -> URL; the one named
+    #: ``registry`` is the registry's own /healthcheck.
+    probes: Mapping[str, str] = field(default_factory=_default_probes)
+    #: How docker is run on the host: ``auto`` (docker if the login user can reach
+    #: the socket, else sudo), or a command prefix used as given.
+    docker: str = DOCKER_AUTO
+    #: How root is had on the host when needed (docker in auto mode, files the
+    #: login user cannot write); "" never uses sudo.
+    sudo: str = "sudo -n"
     known_hosts: str = "~/.ssh/known_hosts"
     host_key_policy: str = "reject"
+    #: Seconds to wait for the SSH connection (Fabric's own default waits forever).
     connect_timeout: float = 10
+    #: Seconds for a restart: the start script, then health.
     restart_timeout: float = 120
+    #: Seconds between health polls while waiting (at least 0.5: a Marketplace
+    #: build may meter every /healthcheck).
+    probe_interval: float = 0.5
+    #: Hosts to run on when no -H is given.
     hosts: tuple[str, ...] = ()
+    #: CloudFormation stacks whose EC2InstanceIp are the hosts, when neither -H nor hosts is given.
     stacks: tuple[str, ...] = ()
+    #: IAM user whose key the registry runs with ("" = the owner of the host's key).
     iam_user: str = ""
     audit_log: str = "~/.local/state/quilt-ops/audit.log"
 
     @classmethod
-    def load(cls, config: Any) -> "Settings":
+    def load(cls, config: Any) -> Settings:
         """Reads and checks ``config.quilt``; raises `ConfigError` naming the bad key."""
         raw = _section(config)
         return cls(
-            registry_dir=_text(raw, "registry_dir", allow_empty=True),
-            env_file=_path(raw, "env_file"),
-            start_script=_text(raw, "start_script"),
-            create_admin_script=_text(raw, "create_admin_script"),
-            containers=_names(raw, "containers"),
+            registry_dir=_registry_dir(raw, "registry_dir"),
+            env_file=_relative_path(raw, "env_file"),
+            start_script=_relative_path(raw, "start_script"),
+            create_admin_script=_relative_path(raw, "create_admin_script"),
+            containers=_containers(raw, "containers"),
             probes=_probes(raw, "probes"),
+            docker=_text(raw, "docker"),
+            sudo=_text(raw, "sudo", allow_empty=True),
             known_hosts=os.path.expanduser(_text(raw, "known_hosts")),
             host_key_policy=_choice(raw, "host_key_policy", HOST_KEY_POLICIES),
             connect_timeout=_seconds(raw, "connect_timeout"),
             restart_timeout=_seconds(raw, "restart_timeout"),
-            hosts=_hosts(raw, "hosts"),
-            stacks=_hosts(raw, "stacks"),
+            probe_interval=_seconds(raw, "probe_interval", minimum=0.5),
+            hosts=_names(raw, "hosts"),
+            stacks=_names(raw, "stacks"),
             iam_user=_text(raw, "iam_user", allow_empty=True),
             audit_log=os.path.expanduser(_text(raw, "audit_log")),
         )
 
+    @property
+    def where(self) -> str:
+        """The registry folder as said in messages."""
+        return self.registry_dir or "the login directory"
 
-def _section(config: Any) -> dict:
+
+def defaults() -> dict[str, Any]:
+    """The defaults as plain config data (lists and dicts), for ``Collection.configure``."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        value = getattr(Settings(), f.name)
+        if isinstance(value, Containers):
+            value = value.as_dict()
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        out[f.name] = value
+    return out
+
+
+DEFAULTS = defaults()
+
+
+def _section(config: Any) -> dict[str, Any]:
     try:
         raw = config["quilt"]
     except (KeyError, TypeError):
@@ -102,7 +166,7 @@ def _section(config: Any) -> dict:
 def _plain(value: Any) -> Any:
     """invoke's config proxies as plain dicts (they are mappings in all but type)."""
     if isinstance(value, Mapping) or (hasattr(value, "keys") and hasattr(value, "__getitem__")):
-        return {k: _plain(value[k]) for k in value.keys()}
+        return {k: _plain(value[k]) for k in list(value.keys())}
     return value
 
 
@@ -113,66 +177,96 @@ def _bad(key: str, want: str, value: Any) -> ConfigError:
     return ConfigError(f"config key 'quilt.{key}' must be {want}, not {shown}")
 
 
-def _text(raw: dict, key: str, allow_empty: bool = False) -> str:
+def _text(raw: dict[str, Any], key: str, allow_empty: bool = False) -> str:
     value = raw[key]
     if not isinstance(value, str) or (not allow_empty and not value.strip()):
         raise _bad(key, "a non-empty string" if not allow_empty else "a string", value)
-    if "\n" in value or "\0" in value:
+    if any(ch in value for ch in "\n\r\0"):
         raise _bad(key, "a single line", value)
     return value
 
 
-def _path(raw: dict, key: str) -> str:
+def _registry_dir(raw: dict[str, Any], key: str) -> str:
+    """ "" (login directory), a path below it (``~/`` is the login directory), or absolute."""
+    value = _text(raw, key, allow_empty=True).strip()
+    if value in ("~", "~/"):
+        return ""
+    if value.startswith("~"):
+        if not value.startswith("~/"):
+            raise _bad(key, "a path below the login directory (~/...) or an absolute path", value)
+        value = value[2:]
+    return value.rstrip("/") if value not in ("", "/") else value
+
+
+def _relative_path(raw: dict[str, Any], key: str) -> str:
     value = _text(raw, key)
-    if value.startswith("/") or ".." in value.split("/"):
-        raise _bad(key, "a path relative to quilt.registry_dir", value)
+    if value.startswith(("/", "~")) or ".." in value.split("/") or value.endswith("/"):
+        raise _bad(key, "a file path relative to quilt.registry_dir (no '..')", value)
     return value
 
 
-def _names(raw: dict, key: str) -> tuple[str, ...]:
+def _containers(raw: dict[str, Any], key: str) -> Containers:
+    """The mapping form ``{registry: .., catalog: .., nginx: ..}``, or the list form
+    ``[registry, catalog, nginx]`` (three names, in that order)."""
     value = raw[key]
-    if (not isinstance(value, (list, tuple)) or not value
-            or not all(isinstance(v, str) and v and v.replace("-", "").replace("_", "").replace(".", "").isalnum()
-                       for v in value)):
-        raise _bad(key, "a non-empty list of container names", value)
-    return tuple(value)
+    want = "a mapping {registry: NAME, catalog: NAME, nginx: NAME} (or a list of those three names, in that order)"
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(ROLES):
+            raise _bad(key, want, value)
+        value = dict(zip(ROLES, value, strict=True))
+    if not isinstance(value, dict) or set(value) != set(ROLES):
+        raise _bad(key, want, value)
+    for role in ROLES:
+        name = value[role]
+        if not isinstance(name, str) or not CONTAINER_NAME.fullmatch(name):
+            raise _bad(
+                f"{key}.{role}", "a Docker container name (letters, digits, _ . -, not starting with - . _)", name
+            )
+    if len(set(value.values())) != len(ROLES):
+        raise _bad(key, "three different container names", value)
+    return Containers(**value)
 
 
-def _probes(raw: dict, key: str) -> dict[str, str]:
+def _probes(raw: dict[str, Any], key: str) -> dict[str, str]:
     value = raw[key]
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or not value:
         raise _bad(key, "a mapping of name to http:// URL", value)
     for name, url in value.items():
-        parsed = urlparse(url) if isinstance(url, str) else None
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise _bad(key, "a mapping whose names are words (letters, digits, _ . -)", name)
-        if (parsed is None or parsed.scheme not in ("http", "https")
-                or not parsed.netloc or any(c.isspace() for c in url)):
+        parsed = urlparse(url) if isinstance(url, str) else None
+        if (
+            parsed is None
+            or parsed.scheme not in ("http", "https")
+            or not parsed.netloc
+            or any(c.isspace() or c in "\0'\"\\" for c in url)
+        ):
             raise _bad(f"{key}.{name}", "an http:// or https:// URL", url)
     return dict(value)
 
 
-def _choice(raw: dict, key: str, choices: tuple[str, ...]) -> str:
+def _choice(raw: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
     value = raw[key]
     if value not in choices:
         raise _bad(key, " or ".join(repr(c) for c in choices), value)
-    return value
+    return str(value)
 
 
-def _seconds(raw: dict, key: str) -> float:
+def _seconds(raw: dict[str, Any], key: str, minimum: float = 0.0) -> float:
     value = raw[key]
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
             raise _bad(key, "a number of seconds", raw[key]) from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86400:
-        raise _bad(key, "a number of seconds between 0 and 86400", value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (minimum <= value <= 86400 and value > 0):
+        low = f"at least {minimum:g}" if minimum else "more than 0"
+        raise _bad(key, f"a number of seconds, {low} and at most 86400", value)
     return float(value)
 
 
-def _hosts(raw: dict, key: str) -> tuple[str, ...]:
+def _names(raw: dict[str, Any], key: str) -> tuple[str, ...]:
     value = raw[key]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
         raise _bad(key, "a list of names", value)
     return tuple(value)

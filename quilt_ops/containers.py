@@ -2,17 +2,23 @@
 
 ``docker inspect`` output holds ``Config.Env``, and so every secret of the env
 file. The template below asks Docker for the fields the verdict needs and
-nothing else, so those values never leave the host.
+nothing else, so those values never leave the host. The one value of the
+environment quilt-ops looks at, the access key ID in effect, is cut out on the
+host (`key_in_effect_command`); the rest of the environment never leaves it.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 
+from .checks import Check, Kind
+from .config import Containers
+from .shell import q
 from .status import ExitStatus
 
 #: ``docker inspect --format`` template: one JSON object a container, shaped like
@@ -21,46 +27,62 @@ INSPECT_TEMPLATE = (
     '{"Name":{{json .Name}},"State":{{json .State}},"RestartCount":{{json .RestartCount}},'
     '"Created":{{json .Created}},"Image":{{json .Image}},"Config":{"Image":{{json .Config.Image}}}}'
 )
+#: What an AWS access key ID looks like (used to check values read back from the host).
+KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
 
 
 def inspect_command(names: Iterable[str]) -> str:
-    """The single remote command that inspects every container; errors go to stdout too."""
-    quoted = " ".join(shlex.quote(n) for n in names)
-    return f"docker inspect --format {shlex.quote(INSPECT_TEMPLATE)} {quoted} 2>&1"
+    """Inspects every container in one docker call; docker's errors go to stdout too.
+
+    Runs after a `quilt_ops.shell.Script.docker` prologue (``qdocker``).
+    """
+    quoted = " ".join(q(n) for n in names)
+    return f"qdocker inspect --format {q(INSPECT_TEMPLATE)} -- {quoted} 2>&1"
 
 
 def remove_command(names: Iterable[str]) -> str:
     """``docker rm -f`` of the containers; a container already gone is not an error."""
-    quoted = " ".join(shlex.quote(n) for n in names)
-    return f"{{ docker rm -f {quoted} 2>&1 || true; }}"
+    quoted = " ".join(q(n) for n in names)
+    return f"{{ qdocker rm -f -- {quoted} 2>&1 || true; }}"
 
 
-@dataclass
-class ContainerVerdict:
-    """The health verdict on one container."""
+def key_in_effect_command(container: str, variable: str) -> str:
+    """Prints the value of one variable in the container's environment, as the process
+    sees it (Docker keeps the last of duplicate entries), or nothing.
 
-    name: str
-    status: ExitStatus
-    summary: str
-    details: dict[str, Any] = field(default_factory=dict)
+    Only that value leaves the host; it must not be a secret (key IDs only).
+    """
+    template = "{{range .Config.Env}}{{println .}}{{end}}"
+    if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", variable):
+        raise ValueError(f"not a variable name: {variable!r}")
+    prefix = f"{variable}="
+    return (
+        f"qdocker inspect --format {q(template)} -- {q(container)} 2>/dev/null | "
+        f"sed -n {q('s/^' + prefix + '//p')} | tail -n 1"
+    )
+
+
+def parse_key_in_effect(text: str) -> str | None:
+    """The key ID a container runs with, checked to look like one (None if absent or odd)."""
+    value = text.strip()
+    return value if KEY_ID.fullmatch(value) else None
 
 
 @dataclass
 class InspectResult:
     """Parsed ``docker inspect`` output: documents by name (a missing container has none)."""
 
-    documents: dict[str, dict]
+    documents: dict[str, dict[str, Any]]
     #: Set when docker itself could not answer (missing, not permitted, engine down).
     problem: str | None = None
 
 
-def parse_inspect(output: str, names: Iterable[str]) -> InspectResult:
-    """Reads ``inspect_command`` output (JSON lines mixed with docker's error lines).
+def parse_inspect(output: str) -> InspectResult:
+    """Reads `inspect_command` output (JSON lines mixed with docker's error lines).
 
     Also accepts a plain ``docker inspect`` JSON array, as in the test fixtures.
     """
-    names = list(names)
-    documents: dict[str, dict] = {}
+    documents: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
     text = output.strip()
     if text.startswith("["):  # plain `docker inspect`: one array, then any error lines
@@ -68,8 +90,9 @@ def parse_inspect(output: str, names: Iterable[str]) -> InspectResult:
             docs, end = json.JSONDecoder().raw_decode(text)
         except ValueError:
             docs, end = [], 0
-        for doc in docs:
-            documents[doc.get("Name", "").lstrip("/")] = doc
+        for doc in docs if isinstance(docs, list) else []:
+            if isinstance(doc, dict):
+                documents[str(doc.get("Name", "")).lstrip("/")] = doc
         text = text[end:]
     for line in text.splitlines():
         line = line.strip()
@@ -79,7 +102,8 @@ def parse_inspect(output: str, names: Iterable[str]) -> InspectResult:
             except ValueError:
                 errors.append(line)
                 continue
-            documents[doc.get("Name", "").lstrip("/")] = doc
+            if isinstance(doc, dict):
+                documents[str(doc.get("Name", "")).lstrip("/")] = doc
         elif line and line != "[]":
             errors.append(line)
     return InspectResult(documents, docker_problem(errors))
@@ -90,14 +114,20 @@ def docker_problem(error_lines: list[str]) -> str | None:
     text = "\n".join(error_lines).lower()
     if not text:
         return None
-    if "command not found" in text or "not found" in text and "docker:" in text:
-        return "docker is not installed on the host"
     if "permission denied" in text:
-        return "permission denied on the Docker socket (is the login user in the docker group?)"
+        return (
+            "permission denied on the Docker socket: add the login user to the docker group, "
+            "or allow it passwordless sudo"
+        )
+    if "command not found" in text or ("not found" in text and "docker:" in text):
+        return "docker is not installed on the host"
+    if "a password is required" in text or "sudo:" in text:
+        return "sudo refused to run docker (passwordless sudo is needed)"
     if "cannot connect to the docker daemon" in text or "is the docker daemon running" in text:
         return "the Docker engine is not running"
-    lines = [line for line in error_lines if "no such object" not in line.lower()
-             and "no such container" not in line.lower()]
+    lines = [
+        line for line in error_lines if "no such object" not in line.lower() and "no such container" not in line.lower()
+    ]
     return f"docker inspect failed: {lines[0][:200]}" if lines else None
 
 
@@ -127,16 +157,20 @@ def duration(seconds: float) -> str:
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
 
 
-def verdict(name: str, doc: dict | None, now: datetime) -> ContainerVerdict:
+def verdict(name: str, role: str, doc: dict[str, Any] | None, now: datetime) -> Check:
     """The verdict on one container from its ``docker inspect`` document (None = missing)."""
+    base = {"role": role}
     if doc is None:
-        return ContainerVerdict(name, ExitStatus.CRITICAL, "missing (no such container)", {"exists": False})
+        return Check(
+            Kind.CONTAINER, name, ExitStatus.CRITICAL, "missing (no such container)", {**base, "exists": False}
+        )
     state = doc.get("State") or {}
     status = state.get("Status") or ("running" if state.get("Running") else "unknown")
     health = (state.get("Health") or {}).get("Status")
     started = _parse_time(state.get("StartedAt"))
     finished = _parse_time(state.get("FinishedAt"))
     details: dict[str, Any] = {
+        **base,
         "exists": True,
         "state": status,
         "health": health,
@@ -145,17 +179,23 @@ def verdict(name: str, doc: dict | None, now: datetime) -> ContainerVerdict:
         "started_at": state.get("StartedAt"),
         "uptime_seconds": int((now - started).total_seconds()) if started and status == "running" else None,
     }
+
+    def check(status_: ExitStatus, summary: str) -> Check:
+        return Check(Kind.CONTAINER, name, status_, summary, details)
+
     if status == "running":
-        uptime = duration(details["uptime_seconds"] or 0)
-        text = f"running {uptime}, {details['restart_count']} restarts, {details['image']}"
+        text = (
+            f"running {duration(details['uptime_seconds'] or 0)}, {details['restart_count']} restarts, "
+            f"{details['image']}"
+        )
         if health is None:
-            return ContainerVerdict(name, ExitStatus.OK, text, details)
+            return check(ExitStatus.OK, text)
         if health == "healthy":
-            return ContainerVerdict(name, ExitStatus.OK, f"{text}, healthy", details)
+            return check(ExitStatus.OK, f"{text}, healthy")
         if health == "starting":
-            return ContainerVerdict(name, ExitStatus.WARNING, f"{text}, health check starting", details)
-        return ContainerVerdict(name, ExitStatus.CRITICAL, f"{text}, {health}", details)
-    if status == "exited" or status == "dead":
+            return check(ExitStatus.WARNING, f"{text}, health check starting")
+        return check(ExitStatus.CRITICAL, f"{text}, {health}")
+    if status in ("exited", "dead"):
         code = state.get("ExitCode")
         text = f"{status} (exit code {code})"
         if state.get("OOMKilled"):
@@ -163,28 +203,22 @@ def verdict(name: str, doc: dict | None, now: datetime) -> ContainerVerdict:
         if finished:
             text += f" {duration((now - finished).total_seconds())} ago"
         details["exit_code"] = code
-        return ContainerVerdict(name, ExitStatus.CRITICAL, text, details)
+        return check(ExitStatus.CRITICAL, text)
     if status == "restarting":
-        return ContainerVerdict(name, ExitStatus.CRITICAL, "restarting (crash loop)", details)
+        return check(ExitStatus.CRITICAL, "restarting (crash loop)")
     if status == "paused":
-        return ContainerVerdict(name, ExitStatus.CRITICAL, "paused", details)
-    return ContainerVerdict(name, ExitStatus.CRITICAL, f"{status} (not running)", details)
+        return check(ExitStatus.CRITICAL, "paused")
+    return check(ExitStatus.CRITICAL, f"{status} (not running)")
 
 
-def verdicts(result: InspectResult, names: Iterable[str], now: datetime | None = None) -> list[ContainerVerdict]:
-    """Verdicts for every configured container, in the configured order."""
+def verdicts(result: InspectResult, containers: Containers, now: datetime | None = None) -> list[Check]:
+    """Verdicts for the three containers, in the configured order."""
     now = now or datetime.now(timezone.utc)
-    if result.problem:
-        return [ContainerVerdict(n, ExitStatus.UNKNOWN, result.problem, {}) for n in names]
-    return [verdict(n, result.documents.get(n), now) for n in names]
-
-
-def env_has_command(container: str, name: str, value: str) -> str:
-    """A command printing how many ``name=value`` lines a container's environment has.
-
-    Only the count leaves the host; the environment itself is never printed.
-    ``value`` must not be a secret (it is on the command line): key IDs only.
-    """
-    template = "{{range .Config.Env}}{{println .}}{{end}}"
-    return (f"docker inspect --format {shlex.quote(template)} {shlex.quote(container)} 2>/dev/null"
-            f" | grep -cxF -- {shlex.quote(f'{name}={value}')}")
+    out = []
+    for name in containers.names:
+        role = containers.role_of(name)
+        if result.problem:
+            out.append(Check(Kind.CONTAINER, name, ExitStatus.UNKNOWN, result.problem, {"role": role}))
+        else:
+            out.append(verdict(name, role, result.documents.get(name), now))
+    return out

@@ -1,9 +1,12 @@
-"""Exceptions that end a task with one ``Error: ...`` line and an exit status.
+"""Exceptions that end a task (or one host's part of it) with one ``Error: ...`` line.
 
 Messages are written for the operator and never carry a secret: no key, no
-password, no env-file value. Anything that is not a `QuiltError` is a bug and is
-reported without its text (see ``tasks``).
+password, no env-file value (output from the host is masked before it gets
+here, see `quilt_ops.masking`). Anything that is not a `QuiltError` is a bug
+and is reported by its type only.
 """
+
+from __future__ import annotations
 
 from .status import ExitStatus
 
@@ -26,7 +29,7 @@ class ConfigError(QuiltError):
 
 
 class HostError(QuiltError):
-    """The host could not be reached, authenticated or trusted."""
+    """The host could not be reached, authenticated or trusted; nothing was changed."""
 
     status = ExitStatus.UNKNOWN
 
@@ -39,5 +42,31 @@ class HostKeyChanged(HostError):
     """The host's key differs from the recorded one: refused whatever the policy."""
 
 
+class ConnectionLost(HostError):
+    """The SSH connection dropped (or timed out) after it was open.
+
+    What that means for the host depends on the step: the task that catches it
+    says what was changed and how to finish.
+    """
+
+
+class NotStarted(ConnectionLost):
+    """The connection was gone before a command could start: that command did not run."""
+
+
 class RemoteCommandError(QuiltError):
-    """A command on the host failed; the message holds the tail of its output."""
+    """A command on the host failed; the message holds the (masked) tail of its output."""
+
+
+class RemoteTimeout(RemoteCommandError):
+    """A command on the host ran past its time and was killed there (with its children)."""
+
+
+class MissingTool(QuiltError):
+    """A program quilt-ops needs is not installed on the host (curl, flock, docker, sudo)."""
+
+    status = ExitStatus.UNKNOWN
+
+
+class Refused(QuiltError):
+    """A pre-flight check refused to go on; nothing was changed."""

@@ -1,15 +1,22 @@
 """How quilt-ops' tasks are executed: once, across all hosts, with clean config errors.
 
 Fabric's own executor calls a task once per ``-H`` host, one after the other,
-each with its own Connection. quilt-ops' tasks take the whole host list instead
-(from ``-H``, put into ``quilt.hosts``) so they can run hosts concurrently and
-print one summary. This executor also turns an unusable ``FABRIC_QUILT_*``
-variable into one ``Error:`` line instead of invoke's traceback.
+each with its own Connection. quilt-ops' tasks take the whole host list
+instead, so they can run hosts concurrently and print one summary. This uses
+the extension points Fabric's executor uses: `Executor.expand_calls` clones
+each call into a `HostsCall` whose `make_context` puts the ``-H`` hosts into
+``quilt.hosts``, the way Fabric's ``ConnectionCall`` makes a Connection.
+invoke's own `Executor.execute` does the rest (pre/post tasks, deduplication).
+
+It also turns config that invoke cannot load (a mapping over a list, an
+uncastable ``FABRIC_QUILT_*`` variable) into one ``Error:`` line.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import invoke
 from invoke.config import AmbiguousMergeError
@@ -21,27 +28,31 @@ from .status import ExitStatus
 ENV_PREFIX = "FABRIC_QUILT_"
 
 
-def check_environment(environ: dict[str, str] = os.environ) -> None:
+def check_environment(environ: Mapping[str, str] = os.environ) -> None:
     """Refuses FABRIC_QUILT_* variables invoke cannot cast, naming the variable."""
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        key = name[len(ENV_PREFIX):].lower()
-        default = DEFAULTS.get(key)
+        key = name[len(ENV_PREFIX) :].lower()
         if key not in DEFAULTS:
             continue  # invoke ignores variables that match no setting
+        default = DEFAULTS[key]
         if isinstance(default, (list, dict)):
-            raise Exit(f"Error: {name}: quilt.{key} cannot be set from the environment; set it in fabric.yaml",
-                       code=int(ExitStatus.USAGE))
+            raise Exit(
+                f"Error: {name}: quilt.{key} cannot be set from the environment; set it in fabric.yaml",
+                code=int(ExitStatus.USAGE),
+            )
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             try:
                 float(value)
             except ValueError:
-                raise Exit(f"Error: {name}: config key 'quilt.{key}' must be a number, not {value!r}",
-                           code=int(ExitStatus.USAGE)) from None
+                raise Exit(
+                    f"Error: {name}: config key 'quilt.{key}' must be a number, not {value!r}",
+                    code=int(ExitStatus.USAGE),
+                ) from None
 
 
-def mismatched_key(config) -> str | None:
+def mismatched_key(config: Any) -> str | None:
     """The quilt key whose value in some config file cannot merge with its default.
 
     invoke refuses to merge a mapping over a list (and the reverse) without
@@ -55,45 +66,52 @@ def mismatched_key(config) -> str | None:
         for key, value in section.items():
             default = DEFAULTS.get(key)
             if isinstance(default, dict) != isinstance(value, dict):
-                return key
+                return str(key)
     return None
+
+
+class HostsCall(invoke.Call):
+    """A call whose context carries the ``-H`` hosts in ``quilt.hosts``."""
+
+    def __init__(self, *args: Any, hosts: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hosts = list(hosts or [])
+
+    def clone_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = super().clone_data()
+        data["hosts"] = self.hosts
+        return data
+
+    def make_context(self, config: Any) -> Any:
+        if self.hosts:
+            config.quilt.hosts = list(self.hosts)
+        return super().make_context(config)
 
 
 class Executor(invoke.Executor):
     """Calls each task once; ``-H a,b`` becomes ``quilt.hosts``."""
 
-    def execute(self, *tasks):
+    def execute(self, *tasks: Any) -> Any:
         check_environment()
-        calls = self.expand_calls(self.normalize(tasks))
-        direct = list(calls)
-        hosts = self._cli_hosts()
-        results = {}
-        for call in calls:
-            config = self.config
-            try:
-                config.load_collection(self.collection.configuration(call.called_as))
-            except AmbiguousMergeError:
-                key = mismatched_key(config)
-                where = f"config key 'quilt.{key}'" if key else "a config value"
-                raise Exit(f"Error: {where} has the wrong type (see the defaults in the README)",
-                           code=int(ExitStatus.USAGE)) from None
-            try:
-                config.load_shell_env()
-            except (UncastableEnvVar, ValueError) as e:
-                raise Exit(f"Error: a {ENV_PREFIX}* variable is invalid: {e}",
-                           code=int(ExitStatus.USAGE)) from None
-            if hosts:
-                config.quilt.hosts = hosts
-            context = call.make_context(config)
-            result = call.task(context, *call.args, **call.kwargs)
-            if call in direct and call.autoprint:
-                print(result)
-            results[call.task] = result
-        return results
-
-    def _cli_hosts(self) -> list[str]:
         try:
-            value = self.core[0].args.hosts.value
+            return super().execute(*tasks)
+        except AmbiguousMergeError:
+            key = mismatched_key(self.config)
+            where = f"config key 'quilt.{key}'" if key else "a config value"
+            raise Exit(
+                f"Error: {where} has the wrong type (see the defaults in the README)", code=int(ExitStatus.USAGE)
+            ) from None
+        except UncastableEnvVar as e:
+            raise Exit(f"Error: a {ENV_PREFIX}* variable is invalid: {e}", code=int(ExitStatus.USAGE)) from None
+
+    def expand_calls(self, calls: Any) -> list[Any]:
+        hosts = self.cli_hosts()
+        return [call.clone(into=HostsCall, with_={"hosts": hosts}) for call in super().expand_calls(calls)]
+
+    def cli_hosts(self) -> list[str]:
+        core = self.core
+        try:
+            value = core[0].args.hosts.value if core else None
         except (AttributeError, IndexError, KeyError, TypeError):
             return []
         return [h.strip() for h in (value or "").split(",") if h.strip()]

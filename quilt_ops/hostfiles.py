@@ -1,46 +1,44 @@
-"""Files on the host: read over SFTP, replaced atomically, backed up privately.
+"""Files next to the env file on the host: read, replaced atomically, backed up privately.
 
-Secrets travel only inside SFTP writes, never in a command line (which the
-host's process list shows) or a remote environment variable. Shell commands
-here carry paths and modes only. A replaced file is either the complete old or
-the complete new one at every instant: the new content goes into a temp file in
-the same folder, created private before anything is written to it, flushed to
-disk, then renamed over the original.
+Secrets travel only through a command's stdin, never in a command line (which
+the host's process list shows) or a remote environment variable. A replaced
+file is the complete old or the complete new one at every instant: the new
+content goes into a temp file in the same folder, created private (umask 077)
+before anything is written to it, checked to hold every byte, given the
+original's owner, group and mode, flushed to disk, then renamed over the
+original.
+
+When the login user cannot do that itself (the folder or the file belongs to
+root, or to another user whose ownership a plain rename would lose), the same
+steps run as root through ``quilt.sudo``; the temp file, backup, journal and
+lock are then root's, mode 0600, next to the env file. Which way is found on the
+host, in the same command that reads the file (`Access`).
 """
 
 from __future__ import annotations
 
 import posixpath
 import secrets
-import shlex
-import stat as stat_module
 from dataclasses import dataclass
+from enum import Enum
 
-from fabric import Connection
-
-from . import ssh
-from .config import Settings
 from .errors import QuiltError
+from .shell import q
 
 
 class HostFileError(QuiltError):
     """A file on the host could not be read or written; nothing was replaced."""
 
 
-@dataclass(frozen=True)
-class RemoteFile:
-    """A file's content and metadata as read from the host."""
+class Access(str, Enum):
+    """How quilt-ops can change the env file's folder."""
 
-    path: str
-    content: bytes
-    mode: int
-    uid: int
-    gid: int
-
-
-def sftp_path(settings: Settings, name: str) -> str:
-    """A path for SFTP (whose working directory is the login directory)."""
-    return posixpath.join(settings.registry_dir, name) if settings.registry_dir else name
+    #: The login user owns the file and can write the folder.
+    DIRECT = "direct"
+    #: Only as root, through quilt.sudo.
+    SUDO = "sudo"
+    #: Neither: a changing task must refuse before it changes anything.
+    NONE = "none"
 
 
 TEMP_PREFIX = ".quilt-ops-tmp-"
@@ -57,147 +55,153 @@ def temp_name(path: str) -> str:
     return posixpath.join(posixpath.dirname(path), f"{TEMP_PREFIX}{secrets.token_hex(6)}")
 
 
-def _sftp(c: Connection):
-    ssh.open_connection(c)
-    try:
-        return c.sftp()  # Fabric keeps one SFTP session per connection
-    except Exception as e:
-        raise HostFileError(f"cannot open SFTP on {ssh.describe(c)}: {type(e).__name__}") from None
+def temp_pattern(path: str) -> str:
+    """The shell glob of every temp file quilt-ops may leave next to ``path`` (quoted prefix + ``*``)."""
+    return q(posixpath.join(posixpath.dirname(path), TEMP_PREFIX)) + "*"
 
 
-def _reason(e: Exception) -> str:
-    text = str(e).lower()
-    if getattr(e, "errno", None) == 2 or "no such file" in text:
-        return "no such file"
-    if getattr(e, "errno", None) == 13 or "permission denied" in text:
-        return "permission denied"
-    if "no space" in text or getattr(e, "errno", None) == 28:
-        return "no space left on the device"
-    return type(e).__name__
+@dataclass(frozen=True, repr=False)
+class RemoteFile:
+    """A file's content and metadata as read from the host."""
+
+    path: str
+    content: bytes
+    mode: int
+    uid: int
+    gid: int
+    owner: str = ""
+    group: str = ""
+
+    def __repr__(self) -> str:  # never the content
+        return f"RemoteFile({self.path!r}, {len(self.content)} bytes, mode {self.mode:04o}, {self.owner}:{self.group})"
 
 
-def _why_write_failed(c: Connection, settings: Settings, path: str, e: Exception) -> str:
-    """SFTP reports a full disk as a bare "Failure": ask df when the error says no more."""
-    reason = _reason(e)
-    if reason not in ("OSError", "IOError", "EOFError") and "failure" not in str(e).lower():
-        return reason
-    folder = posixpath.dirname(path) or "."
-    try:
-        result = ssh.run(c, ssh.in_dir(settings, f"df -Pk -- {shlex.quote(folder)} | tail -n 1"), timeout=20)
-        available = int(result.stdout.split()[3])
-    except (QuiltError, ValueError, IndexError):
-        return reason
-    return "no space left on the device" if available < 64 else reason
+def access_script(path: str) -> str:
+    """Shell lines that say how ``path`` can be replaced (``say access WAY``) and define
+    ``qfile`` accordingly. A rename keeps owner and group only if the login user is
+    the owner and the group is its own; otherwise only root can keep them."""
+    f, d = q(path), q(posixpath.dirname(path) or ".")
+    return (
+        f"if [ -w {d} ] && [ -x {d} ] && {{ [ ! -e {f} ] || {{ [ -O {f} ] && [ -G {f} ] && [ -r {f} ] && "
+        f'[ -w {f} ]; }}; }}; then qfile() {{ "$@"; }}; say access direct; '
+        'elif root_ok; then qfile() { as_root "$@"; }; say access sudo; '
+        'else qfile() { "$@"; }; say access none; fi'
+    )
 
 
-def read(c: Connection, settings: Settings, name: str) -> RemoteFile:
-    """Reads a file (relative to registry_dir) over SFTP; never prints it."""
-    path = sftp_path(settings, name)
-    sftp = _sftp(c)
-    try:
-        attrs = sftp.stat(path)
-        if not stat_module.S_ISREG(attrs.st_mode or 0):
-            raise HostFileError(f"{name} on {ssh.describe(c)} is not a regular file")
-        with sftp.open(path, "rb") as f:
-            content = f.read()
-    except HostFileError:
-        raise
-    except (OSError, EOFError) as e:
-        raise HostFileError(f"cannot read {name} on {ssh.describe(c)}: {_reason(e)}") from None
-    return RemoteFile(name, content, stat_module.S_IMODE(attrs.st_mode), attrs.st_uid, attrs.st_gid)
+def stat_script(path: str, name: str) -> str:
+    """``say stat NAME MODE UID GID OWNER GROUP`` for a file (no words if it is missing)."""
+    return f"say stat {q(name)} $(qfile stat -L -c {q('%a %u %g %U %G')} -- {q(path)} 2>/dev/null)"
 
 
-def read_if_exists(c: Connection, settings: Settings, name: str) -> bytes | None:
-    try:
-        with _sftp(c).open(sftp_path(settings, name), "rb") as f:
-            return f.read()
-    except (OSError, EOFError):
+def parse_stat(words: list[str]) -> tuple[int, int, int, str, str] | None:
+    """mode, uid, gid, owner, group from a ``stat`` section's words (after the name), checked."""
+    if len(words) != 5 or not all(w.isdigit() for w in words[:3]):
         return None
-
-
-def write_private(c: Connection, settings: Settings, name: str, content: bytes, then: str = "") -> None:
-    """Atomically writes a small 0600 file (journal, note) that holds no secret, in one round trip.
-
-    The content goes through the command's stdin into a temp file that is
-    renamed over ``name``; ``then``, a shell command, runs after it in the same
-    round trip (it must hold no secret either).
-    """
-    tmp, q_name = shlex.quote(temp_name(name)), shlex.quote(name)
-    command = f"umask 077 && cat > {tmp} && mv -f -- {tmp} {q_name}" + (f" && {then}" if then else "")
-    result = ssh.run_with_input(c, ssh.in_dir(settings, command), content, timeout=60)
-    if not result.ok:
-        ssh.run(c, ssh.in_dir(settings, f"rm -f -- {tmp}"), timeout=30)
-        raise HostFileError(f"cannot write {name} on {ssh.describe(c)}: {_tail(result)}")
-
-
-def remove(c: Connection, settings: Settings, *names: str) -> None:
-    """Removes files if they exist (one command)."""
-    if names:
-        quoted = " ".join(shlex.quote(n) for n in names)
-        ssh.run(c, ssh.in_dir(settings, f"rm -f -- {quoted}"), timeout=30)
-
-
-def backup_command(name: str, backup_name: str) -> str:
-    """Copies ``name`` to a 0600 ``backup_name``, created private before any byte is copied."""
-    src, dst = shlex.quote(name), shlex.quote(backup_name)
-    return f"umask 077 && rm -f -- {dst} && cp -- {src} {dst} && chmod 600 -- {dst} && (sync -- {dst} 2>/dev/null || sync)"
-
-
-def _tail(result: ssh.RemoteResult) -> str:
-    text = (result.stderr or result.stdout).strip().splitlines()
-    line = text[-1] if text else f"exit code {result.exited}"
-    if "No space left" in line:
-        return "no space left on the device"
-    if "Permission denied" in line:
-        return "permission denied"
-    return line[:200]
-
-
-def replace(c: Connection, settings: Settings, name: str, content: bytes, mode: int) -> None:
-    """Atomically replaces ``name`` with ``content``, with ``mode`` and the original's owner.
-
-    The temp file is created empty with mode 0600 (umask 077) and the
-    original's owner, and only then receives the content over SFTP; it is given
-    ``mode`` (never looser than 0600, see the caller) and synced before the rename. On any failure the temp file is removed and ``name`` is
-    untouched.
-    """
-    tmp = temp_name(name)
-    q_tmp, q_name = shlex.quote(tmp), shlex.quote(name)
-    prepare = (f"umask 077 && : > {q_tmp} && chmod 600 -- {q_tmp} && "
-               f"(chown --reference={q_name} -- {q_tmp} 2>/dev/null || true)")
-    result = ssh.run(c, ssh.in_dir(settings, prepare), timeout=30)
-    if not result.ok:
-        remove(c, settings, tmp)
-        raise HostFileError(f"cannot create a temp file next to {name} on {ssh.describe(c)}: {_tail(result)}")
-    sftp = _sftp(c)
     try:
-        with sftp.open(sftp_path(settings, tmp), "r+b") as f:
-            f.write(content)
-            f.flush()
-    except (OSError, EOFError) as e:
-        remove(c, settings, tmp)
-        raise HostFileError(f"cannot write {name} on {ssh.describe(c)}: {_why_write_failed(c, settings, name, e)}; "
-                            f"the file was not changed") from None
-    # The final mode comes last: it may be stricter than 0600 (0400 cannot be written).
-    result = ssh.run(c, ssh.in_dir(settings, _install_command(tmp, name, mode)), timeout=60)
-    if not result.ok:
-        remove(c, settings, tmp)
-        raise HostFileError(f"cannot replace {name} on {ssh.describe(c)}: {_tail(result)}")
+        mode = int(words[0], 8)
+    except ValueError:
+        return None
+    return mode & 0o7777, int(words[1]), int(words[2]), words[3][:32], words[4][:32]
 
 
-def _install_command(tmp: str, name: str, mode: int) -> str:
-    """Gives a written temp file its final mode and owner, syncs it, renames it over ``name``."""
-    q_tmp, q_name = shlex.quote(tmp), shlex.quote(name)
-    return (f"chmod {mode & 0o7777:o} -- {q_tmp} && (chown --reference={q_name} -- {q_tmp} 2>/dev/null || true) && "
-            f"(sync -- {q_tmp} 2>/dev/null || sync) && mv -f -- {q_tmp} {q_name} && (sync -- {q_name} 2>/dev/null || true)")
+#: The last steps of a replace or restore: the temp file $tmp takes $f's owner and group
+#: and the mode $mode, is synced and renamed over $f.
+_INSTALL = r"""
+if [ -e "$f" ]; then chown --reference="$f" -- "$tmp" 2>/dev/null || { rm -f -- "$tmp"; exit 24; }; fi
+chmod "$mode" -- "$tmp" || { rm -f -- "$tmp"; exit 25; }
+sync -- "$tmp" 2>/dev/null || sync
+mv -f -- "$tmp" "$f" || { rm -f -- "$tmp"; exit 26; }
+sync -- "$f" 2>/dev/null || sync
+"""
+
+#: Replaces $1 with exactly $3 bytes from stdin, mode $4, keeping $1's owner and group.
+#: Runs as the login user or, through qfile, as root.
+_REPLACE = (
+    r"""
+set -u
+f=$1; tmp=$2; n=$3; mode=$4
+umask 077
+rm -f -- "$tmp"
+: > "$tmp" || exit 21
+cat > "$tmp" || { rm -f -- "$tmp"; exit 22; }
+if [ "$(wc -c < "$tmp")" -ne "$n" ]; then rm -f -- "$tmp"; exit 23; fi
+"""
+    + _INSTALL
+)
+
+#: Copies $1 to the private backup $2 (0600), then syncs it.
+_BACKUP = r"""
+umask 077
+rm -f -- "$2" && cp -- "$1" "$2" && chmod 600 -- "$2" && { sync -- "$2" 2>/dev/null || sync; }
+"""
+
+#: Puts backup $2 back in place of $1 with mode $4 and $1's owner, through temp $3.
+_RESTORE = (
+    r"""
+set -u
+f=$1; bak=$2; tmp=$3; mode=$4
+umask 077
+rm -f -- "$tmp"
+cp -- "$bak" "$tmp" || { rm -f -- "$tmp"; exit 31; }
+"""
+    + _INSTALL
+)
+
+#: Writes stdin to $1 atomically (0600): for journals and notes, which hold no secret.
+_WRITE_PRIVATE = r"""
+umask 077
+tmp=$2
+cat > "$tmp" && mv -f -- "$tmp" "$1" || { rm -f -- "$tmp"; exit 27; }
+"""
+
+#: What a failing step's exit code means.
+FAILURES = {
+    21: "cannot create a temp file",
+    22: "cannot write the temp file",
+    23: "the content arrived incomplete",
+    24: "cannot give the new file the original's owner",
+    25: "cannot set the mode",
+    26: "cannot rename the new file into place",
+    27: "cannot write the file",
+    31: "cannot copy the backup",
+}
 
 
-def restore(c: Connection, settings: Settings, backup_name: str, name: str, mode: int) -> None:
-    """Atomically puts a backup's content back in place of ``name``, with ``mode``."""
-    tmp = temp_name(name)
-    q_tmp, q_bak = shlex.quote(tmp), shlex.quote(backup_name)
-    command = f"umask 077 && cp -- {q_bak} {q_tmp} && {_install_command(tmp, name, mode)}"
-    result = ssh.run(c, ssh.in_dir(settings, command), timeout=60)
-    if not result.ok:
-        remove(c, settings, tmp)
-        raise HostFileError(f"cannot restore {name} from its backup on {ssh.describe(c)}: {_tail(result)}")
+def replace_command(path: str, size: int, mode: int) -> str:
+    """Replaces ``path`` with ``size`` bytes read from stdin (see `_REPLACE`)."""
+    return f"qfile sh -c {q(_REPLACE)} quilt-ops-replace {q(path)} {q(temp_name(path))} {int(size)} {mode & 0o7777:o}"
+
+
+def backup_command(path: str, backup: str) -> str:
+    return f"qfile sh -c {q(_BACKUP)} quilt-ops-backup {q(path)} {q(backup)}"
+
+
+def restore_command(path: str, backup: str, mode: int) -> str:
+    return f"qfile sh -c {q(_RESTORE)} quilt-ops-restore {q(path)} {q(backup)} {q(temp_name(path))} {mode & 0o7777:o}"
+
+
+def write_private_command(path: str) -> str:
+    """Writes stdin to ``path`` (0600, atomically)."""
+    return f"qfile sh -c {q(_WRITE_PRIVATE)} quilt-ops-write {q(path)} {q(temp_name(path))}"
+
+
+def write_text_command(path: str, text: str) -> str:
+    """Writes a small non-secret text (a journal) to ``path`` (0600, atomically), from the command line."""
+    return f"printf '%s' {q(text)} | {write_private_command(path)}"
+
+
+def remove_command(*paths: str) -> str:
+    return "qfile rm -f -- " + " ".join(q(p) for p in paths) if paths else "true"
+
+
+def describe_failure(code: int, stderr: str) -> str:
+    """Why a file step failed, from its exit code and stderr (never file content)."""
+    text = stderr.lower()
+    if "no space left" in text:
+        return "no space left on the device"
+    if "permission denied" in text or "operation not permitted" in text:
+        return "permission denied"
+    if "read-only file system" in text:
+        return "read-only file system"
+    return FAILURES.get(code, f"exit code {code}")

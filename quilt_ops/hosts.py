@@ -1,86 +1,163 @@
 """The hosts a task runs on, and running one function on each over its own connection.
 
-Hosts come from ``-H`` (put into ``quilt.hosts`` by quilt-ops' executor) or from
-``quilt.hosts``; when plain Fabric hands a task a `fabric.Connection`, that one
-host is used. Each host gets exactly one SSH connection for the whole task, and
-hosts run concurrently up to ``parallel``.
+Hosts come from ``-H`` (put into ``quilt.hosts`` by quilt-ops' executor), from
+``quilt.hosts``, or from the ``EC2InstanceIp`` of CloudFormation stacks; when
+plain Fabric hands a task a `fabric.Connection`, that one host is used. Each
+host gets exactly one SSH connection for the whole task, and hosts run
+concurrently up to ``parallel``. A failure on one host is that host's result:
+the others go on, and every host is reported (`Results`, like Fabric's
+``GroupResult``). Ctrl-C stops every host cleanly (see `quilt_ops.stopping`).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fabric import Connection
 
-from . import ssh
+from . import ssh, stopping
 from .config import Settings
 from .errors import ConfigError, QuiltError
+from .remote import SshTarget
+from .status import ExitStatus, worst
 
 T = TypeVar("T")
 
+#: The login user of the real host, used for hosts found from a stack unless ssh_config says otherwise.
+STACK_USER = "ec2-user"
+
+
+class InternalError(QuiltError):
+    """A bug in quilt-ops on one host; reported by type only."""
+
+    status = ExitStatus.INTERNAL
+
 
 @dataclass
-class Outcome(Generic[T]):
+class HostResult(Generic[T]):
     """What a function returned on one host, or the error it ended with."""
 
     host: str
     value: T | None = None
     error: QuiltError | None = None
 
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
-#: The login user of the real host, used for hosts found from a stack unless ssh_config says otherwise.
-STACK_USER = "ec2-user"
+    @property
+    def status(self) -> ExitStatus:
+        return ExitStatus.OK if self.error is None else self.error.status
 
 
-def connections(c: Any, settings: Settings, stacks: list[str] | None = None,
-                aws: Callable[[], Any] | None = None) -> list[Connection]:
-    """Prepared connections (host-key checking on) for every target host.
+class Results(list[HostResult[T]]):
+    """Every host's result, in host order."""
+
+    @property
+    def succeeded(self) -> dict[str, T | None]:
+        return {r.host: r.value for r in self if r.ok}
+
+    @property
+    def failed(self) -> dict[str, QuiltError]:
+        return {r.host: r.error for r in self if r.error is not None}
+
+    @property
+    def status(self) -> ExitStatus:
+        """The most urgent status of any host."""
+        return worst(r.status for r in self)
+
+
+def targets(
+    c: Any, settings: Settings, stacks: list[str] | None = None, store_factory: Callable[[], Any] | None = None
+) -> list[SshTarget]:
+    """Prepared targets (host-key checking on, not yet connected) for every host.
 
     Hosts are ``-H`` (or ``quilt.hosts``); without them, the ``EC2InstanceIp`` of
     each ``--stack`` (or of ``quilt.stacks``), logged into as ec2-user unless the
-    ssh_config names a user. Each connection made from a stack carries its
-    name as ``quilt_stack``.
+    ssh_config names a user.
     """
     if isinstance(c, Connection):
-        return [ssh.prepare(c, settings)]
+        return [SshTarget(ssh.prepare(c, settings))]
     if settings.hosts:
-        return [ssh.connection(host, c.config, settings) for host in settings.hosts]
+        return [SshTarget(ssh.connection(host, c.config, settings), host) for host in settings.hosts]
     names = list(stacks or []) or list(settings.stacks)
     if not names:
         raise ConfigError("no host given: use -H HOST or --stack NAME (or set quilt.hosts or quilt.stacks)")
     from . import keys
     from . import stacks as registry_stacks
 
-    store = aws() if aws else keys.KeyStore(keys.session())
-    cxns = []
+    store = store_factory() if store_factory else keys.KeyStore(keys.session())
+    found = []
     for name in names:
         host = registry_stacks.find(store, name).host
+        if not host:
+            raise ConfigError(f"stack {name!r} has no EC2InstanceIp output")
         cxn = ssh.connection(host, c.config, settings)
         if not cxn.ssh_config.get("user"):
             cxn = ssh.connection(f"{STACK_USER}@{host}", c.config, settings)
-        cxn.quilt_stack = name
-        cxns.append(cxn)
-    return cxns
+        found.append(SshTarget(cxn, ssh.describe(cxn), stack=name))
+    return found
 
 
-def each(cxns: list[Connection], fn: Callable[[Connection], T], parallel: int = 1) -> list[Outcome[T]]:
-    """Runs ``fn`` on every connection, ``parallel`` at a time; results in host order.
+def each(hosts: list[SshTarget], fn: Callable[[SshTarget], T], parallel: int = 1, close: bool = True) -> Results[T]:
+    """Runs ``fn`` on every host (connection opened first), ``parallel`` at a time.
 
-    A `QuiltError` on one host is that host's outcome and does not stop the
-    others. Every connection is closed afterwards.
+    A `QuiltError` on one host is that host's result and does not stop the
+    others; a bug is an `InternalError` for that host. Every connection is
+    closed afterwards (unless ``close`` is False: a later phase goes on with it;
+    a host that failed is closed anyway). On Ctrl-C every host is asked to stop, and the results
+    (each host's own "interrupted, ..." error) are still returned.
     """
 
-    def one(cxn: Connection) -> Outcome[T]:
+    def one(target: SshTarget) -> HostResult[T]:
+        failed = True
         try:
-            return Outcome(ssh.describe(cxn), value=fn(cxn))
+            target.open()
+            result = HostResult(target.name, value=fn(target))
+            failed = False
+            return result
         except QuiltError as e:
-            return Outcome(ssh.describe(cxn), error=e)
+            return HostResult(target.name, error=e)
+        except KeyboardInterrupt:
+            stopping.requested.set()
+            return HostResult(target.name, error=QuiltError("interrupted", status=ExitStatus.INTERRUPTED))
+        except Exception as e:  # a bug: say what kind, never its text
+            if os.environ.get("QUILT_OPS_DEBUG") == "1":
+                traceback.print_exc()
+            return HostResult(
+                target.name,
+                error=InternalError(f"internal error ({type(e).__name__}); rerun with QUILT_OPS_DEBUG=1 for details"),
+            )
         finally:
-            cxn.close()
+            if close or failed:
+                target.close()
 
-    if parallel <= 1 or len(cxns) == 1:
-        return [one(cxn) for cxn in cxns]
-    with ThreadPoolExecutor(max_workers=min(parallel, len(cxns))) as pool:
-        return list(pool.map(one, cxns))
+    if parallel <= 1 or len(hosts) == 1:
+        results: Results[T] = Results()
+        for target in hosts:
+            if stopping.requested.is_set():
+                results.append(
+                    HostResult(target.name, error=QuiltError("not started: interrupted", status=ExitStatus.INTERRUPTED))
+                )
+                continue
+            result = one(target)
+            if result.status == ExitStatus.INTERRUPTED:
+                stopping.requested.set()
+            results.append(result)
+        return results
+    pool = ThreadPoolExecutor(max_workers=min(parallel, len(hosts)))
+    futures = [pool.submit(one, target) for target in hosts]
+    try:
+        return Results(f.result() for f in futures)
+    except KeyboardInterrupt:
+        stopping.requested.set()
+        print("Stopping every host (Ctrl-C again to quit at once)...", file=sys.stderr, flush=True)
+        return Results(f.result() for f in futures)
+    finally:
+        pool.shutdown(wait=True)

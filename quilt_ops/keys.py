@@ -1,29 +1,48 @@
 """RegistryUser's IAM access keys: find the user, list, create, verify, retire.
 
 boto3's own credential chain is used (``AWS_PROFILE``, ``AWS_ENDPOINT_URL``,
-instance roles...), plus ``--profile`` and ``--region``. A new key's secret
-lives only in a `NewKey` (whose repr hides it) on its way to the host's env
-file; no message here ever holds it.
+instance roles...), plus ``--profile`` and ``--region``. boto3 sessions are not
+thread-safe, so every thread (every host of a parallel run) makes its own
+`KeyStore` from `session`. A new key's secret lives only in a `NewKey` (whose
+repr hides it) on its way to the host's env file; no message here ever holds it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import Any
 
 import boto3
 import botocore.config
 import botocore.exceptions
 
+from . import stopping
 from .errors import ConfigError, QuiltError
+from .rotation_plan import Key
 
-#: Errors a brand-new key meets while IAM is still propagating it.
-NOT_YET = {"InvalidClientTokenId", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
-           "AuthFailure", "UnrecognizedClientException", "InvalidToken", "ExpiredToken"}
-OPERATOR_CONFIG = botocore.config.Config(retries={"mode": "standard", "max_attempts": 6},
-                                         connect_timeout=5, read_timeout=30)
+#: Errors a brand-new key meets while IAM is still propagating it: keep trying.
+NOT_YET = {
+    "InvalidClientTokenId",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AuthFailure",
+    "UnrecognizedClientException",
+    "InvalidToken",
+    "ExpiredToken",
+    "Throttling",
+    "ThrottlingException",
+    "SlowDown",
+    "RequestLimitExceeded",
+    "InternalError",
+    "InternalFailure",
+    "ServiceUnavailable",
+}
+OPERATOR_CONFIG = botocore.config.Config(
+    retries={"mode": "standard", "max_attempts": 6}, connect_timeout=5, read_timeout=30
+)
 #: The verification polls by itself, once a second: no hidden retries.
 PROBE_CONFIG = botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=10)
 
@@ -36,11 +55,8 @@ class VerifyTimeout(QuiltError):
     """The new key was not accepted everywhere within the verification timeout."""
 
 
-@dataclass(frozen=True)
-class AccessKey:
-    id: str
-    status: str
-    created: datetime | None = None
+class VerifyRefused(QuiltError):
+    """The new key is known to AWS but refused for good (a policy problem): no point waiting."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,7 @@ class NewKey:
 
     id: str
     secret: str = field(repr=False)
+    created: datetime | None = None
 
 
 def describe_error(operation: str, e: Exception) -> str:
@@ -65,12 +82,12 @@ def describe_error(operation: str, e: Exception) -> str:
 
 def error_code(e: Exception) -> str | None:
     if isinstance(e, botocore.exceptions.ClientError):
-        return e.response.get("Error", {}).get("Code")
+        return str(e.response.get("Error", {}).get("Code"))
     return None
 
 
 def session(profile: str | None = None, region: str | None = None) -> boto3.Session:
-    """The operator's boto3 session."""
+    """A new boto3 session for the operator (one per thread)."""
     try:
         return boto3.Session(profile_name=profile or None, region_name=region or None)
     except botocore.exceptions.ProfileNotFound:
@@ -78,64 +95,68 @@ def session(profile: str | None = None, region: str | None = None) -> boto3.Sess
 
 
 class KeyStore:
-    """IAM, STS and CloudFormation calls made with the operator's credentials."""
+    """IAM, STS and CloudFormation calls made with the operator's credentials (one thread)."""
 
     def __init__(self, aws: boto3.Session) -> None:
         self.aws = aws
         self.region = aws.region_name or "us-east-1"
-        self._clients: dict[str, object] = {}
+        self._clients: dict[str, Any] = {}
 
-    def client(self, name: str):
+    def client(self, name: str) -> Any:
         if name not in self._clients:
             self._clients[name] = self.aws.client(name, region_name=self.region, config=OPERATOR_CONFIG)
         return self._clients[name]
 
-    def call(self, service: str, operation: str, **kwargs):
+    def call(self, service: str, operation: str, **kwargs: Any) -> Any:
         try:
             return getattr(self.client(service), operation)(**kwargs)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
             raise AwsError(describe_error(f"{service.upper()} {operation}", e)) from None
 
     def operator_arn(self) -> str:
-        return self.call("sts", "get_caller_identity")["Arn"]
+        return str(self.call("sts", "get_caller_identity")["Arn"])
 
     def user_of_key(self, key_id: str) -> str:
         """The IAM user owning a key (GetAccessKeyLastUsed returns it)."""
         try:
-            return self.client("iam").get_access_key_last_used(AccessKeyId=key_id)["UserName"]
+            return str(self.client("iam").get_access_key_last_used(AccessKeyId=key_id)["UserName"])
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
             if error_code(e) in ("NoSuchEntity", "InvalidClientTokenId"):
-                raise AwsError(f"the key on the host ({key_id}) is not known to IAM in this account; "
-                               "give --iam-user or --stack") from None
+                raise AwsError(
+                    f"the key on the host ({key_id}) is not known to IAM in this account; give --iam-user or --stack"
+                ) from None
             if error_code(e) == "AccessDenied":
-                raise AwsError(f"not allowed to look up who owns the host's key {key_id} "
-                               "(iam:GetAccessKeyLastUsed); give --iam-user or --stack") from None
+                raise AwsError(
+                    f"not allowed to look up who owns the host's key {key_id} "
+                    "(iam:GetAccessKeyLastUsed); give --iam-user or --stack"
+                ) from None
             raise AwsError(describe_error("IAM GetAccessKeyLastUsed", e)) from None
 
     def user_from_stack(self, stack: str) -> str:
         """The physical name of a CloudFormation stack's RegistryUser resource."""
         try:
             resource = self.client("cloudformation").describe_stack_resource(
-                StackName=stack, LogicalResourceId="RegistryUser")
+                StackName=stack, LogicalResourceId="RegistryUser"
+            )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
             raise AwsError(describe_error(f"CloudFormation lookup of stack {stack!r}", e)) from None
-        return resource["StackResourceDetail"]["PhysicalResourceId"]
+        return str(resource["StackResourceDetail"]["PhysicalResourceId"])
 
     def user_arn(self, user: str) -> str:
         try:
-            return self.client("iam").get_user(UserName=user)["User"]["Arn"]
+            return str(self.client("iam").get_user(UserName=user)["User"]["Arn"])
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
             if error_code(e) == "NoSuchEntity":
                 raise AwsError(f"IAM user {user!r} does not exist") from None
             raise AwsError(describe_error("IAM GetUser", e)) from None
 
-    def keys(self, user: str) -> list[AccessKey]:
+    def keys(self, user: str) -> list[Key]:
         listed = self.call("iam", "list_access_keys", UserName=user)["AccessKeyMetadata"]
-        return [AccessKey(k["AccessKeyId"], k["Status"], k.get("CreateDate")) for k in listed]
+        return [Key(k["AccessKeyId"], k["Status"], k.get("CreateDate")) for k in listed]
 
     def create(self, user: str) -> NewKey:
         key = self.call("iam", "create_access_key", UserName=user)["AccessKey"]
-        return NewKey(key["AccessKeyId"], key["SecretAccessKey"])
+        return NewKey(key["AccessKeyId"], key["SecretAccessKey"], key.get("CreateDate"))
 
     def deactivate(self, user: str, key_id: str) -> None:
         self._ignore_missing("update_access_key", UserName=user, AccessKeyId=key_id, Status="Inactive")
@@ -143,41 +164,56 @@ class KeyStore:
     def delete(self, user: str, key_id: str) -> None:
         self._ignore_missing("delete_access_key", UserName=user, AccessKeyId=key_id)
 
-    def _ignore_missing(self, operation: str, **kwargs) -> None:
+    def _ignore_missing(self, operation: str, **kwargs: Any) -> None:
         try:
             getattr(self.client("iam"), operation)(**kwargs)
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
             if error_code(e) != "NoSuchEntity":
                 raise AwsError(describe_error(f"IAM {operation}", e)) from None
 
-    def clients_for(self, key: NewKey) -> tuple:
+    def clients_for(self, key: NewKey) -> tuple[Any, Any]:
         """STS and S3 clients signing with the new key itself."""
         own = boto3.Session(aws_access_key_id=key.id, aws_secret_access_key=key.secret, region_name=self.region)
         return own.client("sts", config=PROBE_CONFIG), own.client("s3", config=PROBE_CONFIG)
 
     @staticmethod
-    def check_with(clients: tuple, user_arn: str, bucket: str | None) -> str | None:
-        """One verification with the key's own credentials; None if it passed, else why not."""
+    def check_with(clients: tuple[Any, Any], user_arn: str, bucket: str | None) -> tuple[str | None, bool]:
+        """One verification with the key's own credentials.
+
+        Returns (None, _) when it passed, else (why not, whether waiting can help).
+        """
         sts, s3 = clients
         try:
             arn = sts.get_caller_identity()["Arn"]
             if arn != user_arn:
-                return f"STS says the key is {arn}, not {user_arn}"
+                return f"STS says the key is {arn}, not {user_arn}", False
             if bucket:
                 s3.list_objects_v2(Bucket=bucket, MaxKeys=1)
         except botocore.exceptions.ClientError as e:
-            return error_code(e) or "refused"
+            code = error_code(e) or "refused"
+            if code in NOT_YET or code.startswith("5"):
+                return code, True
+            where = f"s3://{bucket}" if bucket else "STS"
+            return f"{code} on {where} (the key is known but refused: check RegistryUser's policy)", False
         except botocore.exceptions.BotoCoreError as e:
-            return type(e).__name__
-        return None
+            return type(e).__name__, True
+        return None, True
 
-    def verify(self, key: NewKey, user_arn: str, bucket: str | None, timeout: float,
-               on_wait: Callable[[str], None] = lambda text: None, needed: int = 3,
-               interval: float = 1.0) -> int:
+    def verify(
+        self,
+        key: NewKey,
+        user_arn: str,
+        bucket: str | None,
+        timeout: float,
+        on_wait: Callable[[str], None] = lambda text: None,
+        needed: int = 3,
+        interval: float = 1.0,
+    ) -> int:
         """Polls until ``needed`` checks in a row pass; returns how many checks it took.
 
         One accepted call does not prove that every service accepts the key, so
-        a single pass is not enough. Raises `VerifyTimeout` when ``timeout`` runs out.
+        a single pass is not enough. Raises `VerifyTimeout` when ``timeout`` runs
+        out, `VerifyRefused` at once on an answer waiting cannot change.
         """
         deadline = time.monotonic() + timeout
         clients = self.clients_for(key)
@@ -186,16 +222,21 @@ class KeyStore:
         while True:
             attempts += 1
             started = time.monotonic()
-            why_not = self.check_with(clients, user_arn, bucket)
+            why_not, transient = self.check_with(clients, user_arn, bucket)
             if why_not is None:
                 streak += 1
                 if streak >= needed:
                     return attempts
+            elif not transient:
+                raise VerifyRefused(f"the new key {key.id} was refused: {why_not}")
             else:
                 streak, last = 0, why_not
             if time.monotonic() >= deadline:
-                raise VerifyTimeout(f"the new key {key.id} was not accepted within {timeout:.0f}s "
-                                    f"(last answer: {last})")
-            on_wait(f"verifying {key.id}: {streak}/{needed} checks passed"
-                    + (f", last refusal {last}" if streak == 0 and why_not else ""))
-            time.sleep(max(0.0, min(interval - (time.monotonic() - started), deadline - time.monotonic())))
+                raise VerifyTimeout(
+                    f"the new key {key.id} was not accepted within {timeout:.0f}s (last answer: {last})"
+                )
+            on_wait(
+                f"verifying {key.id}: {streak}/{needed} checks passed"
+                + (f", last refusal {last}" if streak == 0 and why_not else "")
+            )
+            stopping.sleep(min(interval - (time.monotonic() - started), deadline - time.monotonic()))

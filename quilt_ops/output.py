@@ -1,8 +1,9 @@
-"""What the operator sees: progress during waits, health tables, JSON documents.
+"""What the operator sees: progress during waits, health tables, JSON, Nagios, Prometheus.
 
-Progress goes to stdout (stderr when stdout carries JSON): a spinner redrawn in
-place when the stream is a terminal, plain timestamped lines otherwise, so logs
-of cron jobs and CI stay readable. Nothing here ever receives a secret.
+`Progress` is the `quilt_ops.reporting.Reporter` for people: a spinner redrawn
+in place when the stream is a terminal, plain timestamped lines otherwise, so
+logs of cron jobs and CI stay readable. The rest renders results. Nothing here
+ever receives a secret.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import json
 import sys
 import threading
 import time
-from typing import Any, Iterable, TextIO
+from collections.abc import Iterable
+from typing import Any, TextIO
 
-from .health import HostHealth
+from .checks import HostHealth, Kind
 from .status import ExitStatus, label, worst
 
 SPINNER = "|/-\\"
@@ -71,15 +73,22 @@ class Progress:
     def done(self) -> None:
         self._clear()
 
+    def show(self, lines: list[str]) -> None:
+        """Lines shown as they are (a plan)."""
+        if self.quiet:
+            return
+        self._clear()
+        self._write("".join(f"{self.prefix}{line}\n" if self.prefix else f"{line}\n" for line in lines))
 
-def table(rows: Iterable[Iterable[str]], headers: Iterable[str]) -> str:
+
+def table(rows: Iterable[Iterable[Any]], headers: Iterable[str]) -> str:
     """A plain left-aligned text table."""
-    rows = [list(map(str, r)) for r in rows]
-    headers = list(headers)
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)] if rows else [len(h) for h in headers]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    for row in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    cells = [[str(x) for x in r] for r in rows]
+    heads = list(headers)
+    widths = [max(len(x) for x in col) for col in zip(heads, *cells, strict=True)] if cells else [len(h) for h in heads]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip()]
+    for row in cells:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return "\n".join(lines)
 
 
@@ -100,8 +109,7 @@ def health_table(reports: list[HostHealth]) -> str:
 def health_json(reports: list[HostHealth]) -> str:
     """One JSON document with every check of every host."""
     status = overall(reports)
-    doc: dict[str, Any] = {"status": label(status), "exit_code": int(status),
-                           "hosts": [r.as_dict() for r in reports]}
+    doc: dict[str, Any] = {"status": label(status), "exit_code": int(status), "hosts": [r.as_dict() for r in reports]}
     return json.dumps(doc, indent=2, default=str)
 
 
@@ -119,19 +127,23 @@ def health_nagios(reports: list[HostHealth]) -> str:
     if len(reports) == 1:
         report = reports[0]
         failing = report.failing()
-        detail = (f"{report.host}: " + "; ".join(f"{c.name}: {c.summary}" for c in failing[:3])
-                  if failing else f"{report.host}: {len(report.checks)}/{len(report.checks)} checks OK")
+        detail = (
+            f"{report.host}: " + "; ".join(f"{c.name}: {c.summary}" for c in failing[:3])
+            if failing
+            else f"{report.host}: {len(report.checks)}/{len(report.checks)} checks OK"
+        )
     else:
         bad = [r for r in reports if r.status != ExitStatus.OK]
         detail = f"{len(reports) - len(bad)}/{len(reports)} hosts OK" + (
-            ": " + "; ".join(f"{r.host} {label(r.status)}" for r in bad[:5]) if bad else "")
+            ": " + "; ".join(f"{r.host} {label(r.status)}" for r in bad[:5]) if bad else ""
+        )
     perf = []
     for report in reports:
         prefix = _perf_label(report.host) + "_" if len(reports) > 1 else ""
         ok = sum(c.status == ExitStatus.OK for c in report.checks)
         perf.append(f"{prefix}checks_ok={ok};;;0;{len(report.checks)}")
-        for check in report.checks:
-            if check.name.startswith("probe ") and check.details.get("seconds") is not None:
+        for check in report.of_kind(Kind.PROBE):
+            if check.details.get("seconds") is not None:
                 perf.append(f"{prefix}{_perf_label(check.name)}={check.details['seconds']:.4f}s;;;0")
     return f"QUILT {label(status)} - {detail} | {' '.join(perf)}"
 
@@ -156,24 +168,29 @@ def health_prometheus(reports: list[HostHealth]) -> str:
         for check in report.checks:
             name = _prom_escape(check.name)
             metrics["quilt_check_status"][1].append(
-                f'quilt_check_status{{host="{host}",check="{name}"}} {int(check.status)}')
+                f'quilt_check_status{{host="{host}",check="{name}"}} {int(check.status)}'
+            )
             details = check.details
-            if check.name.startswith("probe "):
-                probe = _prom_escape(check.name[len("probe "):])
+            if check.kind == Kind.PROBE:
+                probe = _prom_escape(check.subject)
                 if details.get("seconds") is not None:
                     metrics["quilt_probe_duration_seconds"][1].append(
-                        f'quilt_probe_duration_seconds{{host="{host}",probe="{probe}"}} {details["seconds"]}')
+                        f'quilt_probe_duration_seconds{{host="{host}",probe="{probe}"}} {details["seconds"]}'
+                    )
                 metrics["quilt_probe_http_status"][1].append(
-                    f'quilt_probe_http_status{{host="{host}",probe="{probe}"}} {details.get("http_code") or 0}')
-            if check.name.startswith("container ") and details.get("exists"):
-                container = _prom_escape(check.name[len("container "):])
+                    f'quilt_probe_http_status{{host="{host}",probe="{probe}"}} {details.get("http_code") or 0}'
+                )
+            if check.kind == Kind.CONTAINER and details.get("exists"):
+                container = _prom_escape(check.subject)
                 if details.get("uptime_seconds") is not None:
                     metrics["quilt_container_uptime_seconds"][1].append(
                         f'quilt_container_uptime_seconds{{host="{host}",container="{container}"}} '
-                        f'{details["uptime_seconds"]}')
+                        f"{details['uptime_seconds']}"
+                    )
                 metrics["quilt_container_restart_count"][1].append(
                     f'quilt_container_restart_count{{host="{host}",container="{container}"}} '
-                    f'{details.get("restart_count") or 0}')
+                    f"{details.get('restart_count') or 0}"
+                )
     lines = []
     for name, (help_text, samples) in metrics.items():
         if samples:
@@ -182,3 +199,17 @@ def health_prometheus(reports: list[HostHealth]) -> str:
 
 
 FORMATS = {"table": health_table, "json": health_json, "nagios": health_nagios, "prometheus": health_prometheus}
+
+
+def report_results(results: Any, describe: Any) -> ExitStatus:
+    """Prints each host's result line (stdout) or error (stderr, one ``Error:`` line each);
+    returns the most urgent status (`quilt_ops.hosts.Results`)."""
+    many = len(results) > 1
+    for result in results:
+        if result.error is not None:
+            print(f"Error: {result.host}: {result.error}" if many else f"Error: {result.error}", file=sys.stderr)
+        elif result.value is not None:
+            line = describe(result.value)
+            if line:
+                print(line)
+    return ExitStatus(results.status)

@@ -2,32 +2,40 @@
 
 The documented procedure is ``docker rm -f registry catalog registry-nginx``
 then ``./start.sh``: an env file is read only when a container is created, and
-``registry-nginx`` shares the registry's network namespace, so all three go
-together. Before removing anything the start script and the env file are
-checked, so a restart that cannot succeed changes nothing.
+nginx shares the registry's network namespace, so all three go together.
+Before removing anything the start script and the env file are checked, so a
+restart that cannot succeed changes nothing.
+
+``quilt.restart_timeout`` bounds the whole restart: the start script (a real
+one may pull images and migrate the database for minutes, or hang) is killed
+on the host with everything it started when the time is up, before anything
+else runs; the rest of the time goes to waiting for health, polled at most
+every ``quilt.probe_interval`` (a Marketplace build may meter /healthcheck).
 """
 
 from __future__ import annotations
 
-import shlex
 import time
 from dataclasses import dataclass, field
 
-from fabric import Connection
-
-from . import containers, health, ssh
+from . import containers, health, shell, stopping
+from .checks import HostHealth
 from .config import Settings
-from .errors import QuiltError
-from .output import Progress
+from .envfile import EnvFile
+from .errors import QuiltError, RemoteTimeout
+from .masking import Masker
+from .remote import Target
+from .reporting import Reporter
+from .shell import q
 from .status import ExitStatus
-
-POLL_INTERVAL = 0.5
-#: Exit codes of the pre-checks in `command`, so their failure is told apart.
-MISSING_SCRIPT, NOT_EXECUTABLE, MISSING_ENV = 90, 91, 92
 
 
 class RestartError(QuiltError):
     """The containers could not be recreated, or did not come back healthy."""
+
+
+class NothingChanged(RestartError):
+    """A pre-check failed; nothing was removed."""
 
 
 @dataclass
@@ -39,89 +47,158 @@ class RestartReport:
     total_seconds: float
     #: From the removal of the containers to the first good registry probe.
     downtime_seconds: float | None
-    health: health.HostHealth
+    health: HostHealth
+    #: The registry container's key ID after the restart (when asked for).
+    key_in_effect: str | None = None
     output_tail: list[str] = field(default_factory=list)
 
 
-def command(settings: Settings) -> str:
-    """One remote command: pre-checks, ``docker rm -f``, the start script."""
-    script = shlex.quote(settings.start_script)
-    env = shlex.quote(settings.env_file)
-    body = (
-        f"if [ ! -e {script} ]; then echo 'start script {settings.start_script} not found'; exit {MISSING_SCRIPT}; fi; "
-        f"if [ ! -x {script} ]; then echo 'start script {settings.start_script} is not executable'; "
-        f"exit {NOT_EXECUTABLE}; fi; "
-        f"if [ ! -r {env} ]; then echo 'env file {settings.env_file} is missing or unreadable'; exit {MISSING_ENV}; fi; "
-        f"{containers.remove_command(settings.containers)} && {script} 2>&1"
+def script(settings: Settings, guard: shell.Script | None = None) -> shell.Script:
+    """One remote command: pre-checks, the env file for masking, ``docker rm -f``, the start script."""
+    s = guard or shell.Script(settings)
+    s.docker().files(settings.env_file, write=False)
+    start, env = q(settings.start_script), q(settings.env_file)
+    s.add(
+        f"if [ ! -e {start} ]; then say precheck missing-script; exit 0; fi",
+        f"if [ ! -x {start} ]; then say precheck script-not-executable; exit 0; fi",
+        f"if ! qfile test -r {env} 2>/dev/null; then say precheck env-unreadable; exit 0; fi",
     )
-    return ssh.in_dir(settings, body)
+    s.send_file(settings.env_file, "env")
+    s.add(
+        "say removing",
+        containers.remove_command(settings.containers.names),
+        "say script",
+        f"{start} 2>&1 </dev/null; rc=$?",
+        "say scriptexit $rc",
+        "exit $rc",
+    )
+    return s
+
+
+PRECHECK_MESSAGES = {
+    "missing-script": "start script {script} not found in {where}",
+    "script-not-executable": "start script {script} is not executable",
+    "env-unreadable": "env file {env} is missing or unreadable",
+}
 
 
 def tail(text: str, lines: int = 8) -> list[str]:
     return [line for line in text.strip().splitlines() if line.strip()][-lines:]
 
 
-def recreate(cxn: Connection, settings: Settings, progress: Progress) -> tuple[float, list[str]]:
-    """Removes and recreates the containers; returns the time taken and the output tail."""
-    progress.step(f"removing {' '.join(settings.containers)} and running {settings.start_script}")
+def recreate(
+    target: Target,
+    settings: Settings,
+    reporter: Reporter,
+    timeout: float,
+    guard: shell.Script | None = None,
+    masker: Masker | None = None,
+) -> tuple[float, list[str]]:
+    """Removes and recreates the containers; returns the time the start script took and
+    the (masked) tail of its output. Raises `NothingChanged` when a pre-check fails."""
+    names = " ".join(settings.containers.names)
+    reporter.step(f"removing {names} and running {settings.start_script}")
+    built = script(settings, guard)
     started = time.monotonic()
-    result = ssh.run(cxn, command(settings), timeout=max(settings.restart_timeout, 60))
+    mask = masker or Masker()
+    try:
+        result = target.run(
+            built.text(),
+            timeout=timeout,
+            what=settings.start_script,
+            on_wait=lambda t: reporter.waiting(f"{settings.start_script} still running ({t:.0f}s)"),
+        )
+    except RemoteTimeout:
+        reporter.done()
+        raise RestartError(
+            f"{settings.start_script} on {target.name} did not finish within {timeout:.0f}s; "
+            "it was stopped there, with everything it started"
+        ) from None
+    reporter.done()
     seconds = time.monotonic() - started
-    output = tail(result.stdout + result.stderr)
-    if result.exited in (MISSING_SCRIPT, NOT_EXECUTABLE, MISSING_ENV):
-        raise RestartError(f"{output[-1] if output else 'pre-check failed'} on {ssh.describe(cxn)}; "
-                           "nothing was changed")
-    if not result.ok:
-        shown = " | ".join(output[-4:]) or "no output"
-        raise RestartError(f"{settings.start_script} failed on {ssh.describe(cxn)} "
-                           f"(exit code {result.exited}): {shown}")
-    progress.step(f"{settings.start_script} finished in {seconds:.1f}s")
-    return seconds, output
+    output = shell.parse(result.stdout_bytes, built.marker)
+    shell.raise_for_failure(output, target.name, settings)
+    precheck = output.first("precheck")
+    if precheck is not None:
+        reason = precheck.words[0] if precheck.words else ""
+        text = PRECHECK_MESSAGES.get(reason, "pre-check failed: {reason}").format(
+            script=settings.start_script, where=settings.where, env=settings.env_file, reason=reason
+        )
+        raise NothingChanged(f"{text} on {target.name}; nothing was changed")
+    env = shell.blob(output, "env")
+    if env is not None:
+        mask.add(*EnvFile(env).values())
+    script_output = output.first("script")
+    lines = tail(mask(script_output.text if script_output else ""))
+    exit_section = output.first("scriptexit")
+    if output.first("script") is None:
+        raise RestartError(
+            f"could not start {settings.start_script} on {target.name}: "
+            f"{mask(result.stderr.strip())[:200] or 'no output'}"
+        )
+    if exit_section is None or result.exited != 0:
+        shown = " | ".join(lines[-4:]) or "no output"
+        raise RestartError(f"{settings.start_script} failed on {target.name} (exit code {result.exited}): {shown}")
+    reporter.step(f"{settings.start_script} finished in {seconds:.1f}s")
+    return seconds, lines
 
 
-def wait_healthy(cxn: Connection, settings: Settings, progress: Progress, timeout: float,
-                 since: float) -> tuple[health.HostHealth, float | None]:
+def wait_healthy(
+    target: Target, settings: Settings, reporter: Reporter, timeout: float, since: float, key_in_effect: bool = False
+) -> tuple[HostHealth, float | None, health.Reading]:
     """Polls the containers and probes until all pass or ``timeout`` runs out.
 
-    Returns the last health and the registry's downtime measured from ``since``
-    (None if the registry never answered).
+    Returns the last health, the registry's downtime measured from ``since``
+    (None if the registry never answered), and the last reading.
     """
     deadline = time.monotonic() + timeout
     registry_up: float | None = None
     while True:
-        report = health.collect(cxn, settings, env_file=False)
+        reading = health.look(target, settings, env_file=False, key_in_effect=key_in_effect)
+        report = health.evaluate(target.name, reading, settings, env_file=False)
         now = time.monotonic()
-        registry_probe = report.check("probe registry")
-        if registry_up is None and registry_probe is not None and registry_probe.status == ExitStatus.OK:
+        probe = health.registry_probe(report)
+        if registry_up is None and probe is not None and probe.status == ExitStatus.OK:
             registry_up = now
         failing = report.failing()
-        if not failing:
-            progress.done()
-            return report, (registry_up - since) if registry_up else None
-        if now >= deadline:
-            progress.done()
-            return report, (registry_up - since) if registry_up else None
+        # The next poll comes a whole interval after this one ended, so two probes are
+        # never closer than quilt.probe_interval, however long the script took.
+        if not failing or now + settings.probe_interval > deadline:
+            reporter.done()
+            return report, (registry_up - since) if registry_up else None, reading
         waiting_on = ", ".join(c.name for c in failing[:3])
-        progress.waiting(f"waiting for health ({waiting_on}); {deadline - now:.0f}s left")
-        time.sleep(min(POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+        reporter.waiting(f"waiting for health ({waiting_on}); {deadline - now:.0f}s left")
+        stopping.sleep(settings.probe_interval)
 
 
-def restart(cxn: Connection, settings: Settings, progress: Progress, timeout: float | None = None) -> RestartReport:
+def restart(
+    target: Target,
+    settings: Settings,
+    reporter: Reporter,
+    timeout: float | None = None,
+    guard: shell.Script | None = None,
+    masker: Masker | None = None,
+    key_in_effect: bool = False,
+) -> RestartReport:
     """Recreates the containers on one host and waits until it is healthy.
 
     Raises `RestartError` when the start script fails or health does not pass
-    within ``timeout`` (default ``quilt.restart_timeout``).
+    within ``timeout`` (default ``quilt.restart_timeout``), counted from the start.
     """
     timeout = settings.restart_timeout if timeout is None else timeout
     started = time.monotonic()
-    script_seconds, output = recreate(cxn, settings, progress)
-    report, downtime = wait_healthy(cxn, settings, progress, timeout, since=started)
+    script_seconds, output = recreate(target, settings, reporter, timeout, guard, masker)
+    remaining = max(timeout - (time.monotonic() - started), settings.probe_interval)
+    report, downtime, reading = wait_healthy(
+        target, settings, reporter, remaining, since=started, key_in_effect=key_in_effect
+    )
     total = time.monotonic() - started
     failing = report.failing()
     if failing:
         reasons = "; ".join(f"{c.name}: {c.summary}" for c in failing)
-        raise RestartError(f"{ssh.describe(cxn)} did not become healthy within {timeout:.0f}s after "
-                           f"{settings.start_script}: {reasons}")
+        raise RestartError(
+            f"{target.name} did not become healthy within {timeout:.0f}s after {settings.start_script}: {reasons}"
+        )
     down = f"; registry probe down {downtime:.1f}s" if downtime is not None else ""
-    progress.step(f"healthy after {total:.1f}s{down}")
-    return RestartReport(ssh.describe(cxn), script_seconds, total, downtime, report, output)
+    reporter.step(f"healthy after {total:.1f}s{down}")
+    return RestartReport(target.name, script_seconds, total, downtime, report, reading.key_in_effect, output)

@@ -1,41 +1,48 @@
 """Rotating RegistryUser's access key on one host, so that nothing is ever lost.
 
-The steps: find the IAM user, pre-flight (read-only), create the new key, verify
-it with its own credentials, write the env file atomically, recreate the
-containers and require health on the new key, retire the old key.
+The steps: lock the host and read everything in one command (journal, env
+file, containers, probes, the key the registry runs with); find the IAM user
+afresh; finish or roll back a rotation a dead run left (`rotation_plan.resume`);
+plan (`rotation_plan.plan`); create the new key, verify it with its own
+credentials, write the env file atomically, recreate the containers and
+require health on the new key, retire the old key.
+
+This module is the thin executor: every decision about which key may be
+deleted is made in `quilt_ops.rotation_plan`, and checked again right before
+each IAM call (`rotation_plan.check_deletion`).
 
 Invariants kept at every instant:
 - the host's env file names a key that IAM accepts: a key is deleted only after
   neither the file nor the running registry uses it;
-- the env file is the complete old or the complete new file (see `hostfiles`);
-- a journal on the host (next to the env file, 0600, key IDs and step only)
-  says how far a run got, so the next run, from any machine, finishes it or
-  rolls it back, whatever killed it.
+- the env file is the complete old or the complete new file (see `hostfiles`),
+  with its owner, group and mode;
+- a journal on the host (next to the env file, 0600, no secret) says how far a
+  run got, so the next run, from any machine, finishes it or rolls it back,
+  whatever killed it.
 """
 
 from __future__ import annotations
 
-import json
-import posixpath
-import shlex
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from datetime import datetime, timezone
+from typing import Any
 
-from fabric import Connection
-
-from . import containers, health, hostfiles, ssh
+from . import containers, health, hostfiles, journal, rotation_plan, shell, stopping
 from . import restart as restarting
+from .checks import HostHealth
 from .config import Settings
-from .envfile import BUCKET, EnvFile, EnvFileError
-from .errors import QuiltError
-from .keys import AwsError, KeyStore, NewKey, VerifyTimeout
+from .envfile import BUCKET, KEY_ID, EnvFile, EnvFileError
+from .errors import ConnectionLost, NotStarted, QuiltError, Refused
+from .hostfiles import Access, RemoteFile
+from .journal import Journal, JournalUnreadable
+from .keys import AwsError, KeyStore, NewKey, VerifyRefused, VerifyTimeout
 from .lock import HostLock, who_am_i
-from .output import Progress
+from .masking import Masker
+from .remote import Target
+from .reporting import Reporter
+from .rotation_plan import Deletion, Key, Plan, Resume, ResumeDecision
 from .status import ExitStatus
-
-REGISTRY_CONTAINER = "registry"
 
 
 class RotationFailed(QuiltError):
@@ -48,10 +55,22 @@ class RolledBack(RotationFailed):
     """The rotation failed after the env file was written, and was rolled back."""
 
 
+class Unfinished(QuiltError):
+    """The rotation stopped part-way (connection lost, old key not retired); the next run finishes it."""
+
+    status = ExitStatus.INCOMPLETE
+
+
 class RollbackFailed(QuiltError):
     """The rotation failed and so did its rollback; the message says what to run."""
 
     status = ExitStatus.ROLLBACK_FAILED
+
+
+class Interrupted(QuiltError):
+    """Ctrl-C; the message says what was left and how to finish."""
+
+    status = ExitStatus.INTERRUPTED
 
 
 @dataclass
@@ -66,48 +85,23 @@ class RotateOptions:
 
 
 @dataclass
-class Plan:
-    """What a rotation will do on one host, from pre-flight."""
+class HostState:
+    """What one command read on the host before anything changes."""
 
-    host: str
-    iam_user: str
-    user_source: str
-    user_arn: str
-    old_key_id: str
-    bucket: str | None
-    mode: int
-    new_mode: int
-    secret_names: list[str]
-    key_count: int
-    delete_inactive: list[str] = field(default_factory=list)
-    delete_active: list[str] = field(default_factory=list)
-    keep_old: bool = False
+    env: RemoteFile | None
+    env_problem: str | None
+    journal: Journal | None
+    journal_problem: str | None
+    access: Access
+    reading: health.Reading
+    health: HostHealth
 
-    def lines(self, settings: Settings) -> list[str]:
-        out = [f"Plan for {self.host}:",
-               f"  IAM user {self.iam_user} ({self.user_source}), {self.key_count} key(s); "
-               f"the host runs on {self.old_key_id} (Active)"]
-        n = 1
-        for key in self.delete_inactive:
-            out.append(f"  {n}. delete {key}: Inactive and not the host's, it holds the second key slot")
-            n += 1
-        for key in self.delete_active:
-            out.append(f"  {n}. deactivate and delete {key}: Active and not the host's (--delete-other-active)")
-            n += 1
-        checks = "STS GetCallerIdentity" + (f" and a one-object list of s3://{self.bucket}" if self.bucket else "")
-        secret = " and ".join(self.secret_names) if self.secret_names else "AWS_SECRET_ACCESS_KEY (added)"
-        mode = f"{self.mode:04o}" if self.mode == self.new_mode else f"{self.mode:04o} -> {self.new_mode:04o}"
-        out += [
-            f"  {n}. create a new access key for {self.iam_user}",
-            f"  {n + 1}. verify it with its own credentials: {checks}, 3 passes in a row",
-            f"  {n + 2}. rewrite AWS_ACCESS_KEY_ID and {secret} in {settings.env_file} atomically "
-            f"(mode {mode}, backup kept until done)",
-            f"  {n + 3}. docker rm -f {' '.join(settings.containers)}; {settings.start_script}; "
-            f"require health and the new key in the registry container",
-            f"  {n + 4}. " + (f"deactivate {self.old_key_id} (kept, Inactive: --keep-old)" if self.keep_old
-                              else f"deactivate, then delete {self.old_key_id}"),
-        ]
-        return out
+    @property
+    def host_key(self) -> str | None:
+        if self.env is None:
+            return None
+        key = EnvFile(self.env.content).key_id
+        return key if key and containers.KEY_ID.fullmatch(key) else None
 
 
 @dataclass
@@ -118,237 +112,516 @@ class RotationReport:
     old_key_id: str | None = None
     new_key_id: str | None = None
     message: str = ""
+    lines: list[str] = field(default_factory=list)
+
+
+def plan_lines(plan: Plan, settings: Settings, state: HostState, bucket: str | None) -> list[str]:
+    """The plan as the operator reads it."""
+    out = [
+        f"Plan for {plan.host}:",
+        f"  IAM user {plan.iam_user} ({plan.user_source}), {plan.key_count} key(s); "
+        f"the host runs on {plan.old_key.id} (Active)",
+    ]
+    n = 1
+    for deletion in plan.make_room:
+        verb = "deactivate and delete" if deletion.deactivate_first else "delete"
+        out.append(f"  {n}. {verb} {deletion.key_id}: {deletion.why}")
+        n += 1
+    env = EnvFile(state.env.content) if state.env else None
+    secret = " and ".join(env.secret_names) if env and env.secret_names else "AWS_SECRET_ACCESS_KEY (added)"
+    mode = f"{state.env.mode:04o} {state.env.owner}:{state.env.group}" if state.env else "?"
+    via = " (through sudo)" if state.access == Access.SUDO else ""
+    checks = "STS GetCallerIdentity" + (f" and a one-object list of s3://{bucket}" if bucket else "")
+    out += [
+        f"  {n}. create a new access key for {plan.iam_user}",
+        f"  {n + 1}. verify it with its own credentials: {checks}, 3 passes in a row",
+        f"  {n + 2}. rewrite {KEY_ID} and {secret} in {settings.env_file} atomically{via} "
+        f"(kept: {mode}; backup kept until done)",
+        f"  {n + 3}. docker rm -f {' '.join(settings.containers.names)}; {settings.start_script}; "
+        f"require health and the new key in {settings.containers.registry}",
+        f"  {n + 4}. "
+        + (
+            f"deactivate {plan.old_key.id} (kept, Inactive: --keep-old)"
+            if plan.keep_old
+            else f"deactivate, then delete {plan.old_key.id}"
+        ),
+    ]
+    return out
 
 
 class Rotation:
-    """One rotation on one host: `run` it once."""
+    """One rotation on one host: `prepare`, then `execute` (or `dry_run`), then `close`."""
 
-    def __init__(self, c: Connection, settings: Settings, store: KeyStore, options: RotateOptions,
-                 progress: Progress) -> None:
-        self.c, self.settings, self.store, self.options, self.progress = c, settings, store, options, progress
-        self.host = ssh.describe(c)
+    def __init__(
+        self, target: Target, settings: Settings, store: KeyStore, options: RotateOptions, reporter: Reporter
+    ) -> None:
+        self.target, self.settings, self.store, self.options, self.reporter = (
+            target,
+            settings,
+            store,
+            options,
+            reporter,
+        )
+        self.host = target.name
         self.journal_name = hostfiles.sibling(settings.env_file, "quilt-ops-rotation.json")
         self.backup_name = hostfiles.sibling(settings.env_file, "quilt-ops-backup")
-        self.journal: dict[str, Any] = {}
+        self.lock = HostLock(target, settings, "rotate-keys")
+        self.locked = False
+        self.journal: Journal | None = None
+        self.masker = Masker()
+        self.state: HostState | None = None
         #: The audit record of this run (no secret ever goes in).
-        self.audit: dict[str, Any] = {"task": "rotate-keys", "host": self.host, "steps": []}
+        self.audit: dict[str, Any] = {"steps": []}
         self.current_step = "start"
+        #: Keys this run may retire: filled from the plan or the resume decision only.
+        self.allowed: set[str] = set()
+        self.iam_user: str | None = None
+        self.user_source = ""
+        self.keys: list[Key] = []
 
     # -- bookkeeping ------------------------------------------------------------------
 
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
+    def step(self, name: str) -> _Step:
         self.current_step = name
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.audit["steps"].append({"step": name, "seconds": round(time.monotonic() - started, 3)})
+        return _Step(self, name)
 
-    def save_journal(self, then: str = "", **changes: Any) -> None:
-        """Writes the journal (and runs ``then``, a shell command, in the same round trip)."""
-        self.journal.update(changes)
-        hostfiles.write_private(self.c, self.settings, self.journal_name,
-                                json.dumps(self.journal, sort_keys=True).encode(), then=then)
+    def script(self) -> shell.Script:
+        """A command that runs only while this run still holds the host lock."""
+        s = shell.Script(self.settings)
+        if self.locked:
+            self.lock.guard(s)
+        else:
+            s.add(hostfiles.access_script(self.settings.env_file))
+        return s
+
+    def run_script(
+        self, s: shell.Script, what: str, stdin: bytes | None = None, timeout: float = 60
+    ) -> tuple[shell.Output, int, str]:
+        result = self.target.run(s.text(), timeout=timeout, stdin=stdin, what=what)
+        output = shell.parse(result.stdout_bytes, s.marker)
+        shell.raise_for_failure(output, self.host, self.settings)
+        return output, result.exited, self.masker(result.stderr)
+
+    def save_journal(
+        self, current: Journal, extra: str = "", stdin: bytes | None = None, what: str = "writing the rotation journal"
+    ) -> tuple[shell.Output, int, str]:
+        """Writes the journal (and runs ``extra`` in the same round trip)."""
+        self.journal = current
+        s = self.script()
+        s.add(hostfiles.write_text_command(self.journal_name, current.to_json()) + " || exit 40")
+        if extra:
+            s.add(extra)
+        s.end()
+        output, code, stderr = self.run_script(s, what, stdin=stdin)
+        if code == 40:
+            raise hostfiles.HostFileError(
+                f"cannot write the rotation journal {self.journal_name} on {self.host}: "
+                f"{hostfiles.describe_failure(27, stderr)}"
+            )
+        return output, code, stderr
 
     def clear_journal(self) -> None:
-        hostfiles.remove(self.c, self.settings, self.backup_name, self.journal_name)
-        self.journal = {}
+        s = self.script()
+        s.add(hostfiles.remove_command(self.backup_name, self.journal_name))
+        self.run_script(s, "removing the rotation journal")
+        self.journal = None
 
-    def host_key(self) -> str | None:
-        return EnvFile(hostfiles.read(self.c, self.settings, self.settings.env_file).content).key_id
+    # -- reading the host ---------------------------------------------------------------
 
-    def registry_runs_with(self, key_id: str) -> bool:
-        command = containers.env_has_command(REGISTRY_CONTAINER, "AWS_ACCESS_KEY_ID", key_id)
-        result = ssh.run(self.c, ssh.in_dir(self.settings, command), timeout=30)
-        return result.stdout.strip() == "1"
+    def prepare(self) -> HostState:
+        """Takes the lock (unless a dry run) and reads everything in one command."""
+        if not self.options.dry_run:
+            self.lock.acquire()
+            self.locked = True
+            self.reporter.step(f"locked {self.host}")
+            if self.lock.access == Access.NONE:
+                raise Refused(
+                    f"the login user on {self.host} cannot replace {self.settings.env_file} keeping its owner "
+                    f"(the file or its folder belongs to someone else) and passwordless sudo does not work: "
+                    "rotate-keys needs write access to the folder as the file's owner, or passwordless sudo; "
+                    "nothing was changed"
+                )
+        self.state = self.gather()
+        return self.state
 
-    def unhealthy(self) -> bool:
-        """True when containers or probes fail now (so recreating the containers is called for)."""
-        return bool(health.collect(self.c, self.settings, env_file=False).failing())
+    def gather(self) -> HostState:
+        s = self.script()
+        if self.locked:  # only the lock holder may remove what a killed run left
+            s.add(f"qfile rm -f -- {hostfiles.temp_pattern(self.settings.env_file)}")
+        s.send_file(self.journal_name, "journal")
+        s.add(hostfiles.stat_script(self.settings.env_file, "env"))
+        s.send_file(self.settings.env_file, "env")
+        s.docker(required=False)
+        s.add("say inspect", containers.inspect_command(self.settings.containers.names))
+        s.add("say key-in-effect", containers.key_in_effect_command(self.settings.containers.registry, KEY_ID))
+        health.add_probes(s, self.settings)
+        s.end()
+        output, _, _ = self.run_script(s, "reading the host")
+        access_word = output.word("access", "none")
+        access = Access(access_word) if access_word in Access._value2member_map_ else Access.NONE
+        env, env_problem = self._env_file(output)
+        if env is not None:
+            self.masker.add(*EnvFile(env.content).values())
+        found, journal_problem = self._journal(output)
+        reading = health.read(output)
+        report = health.evaluate(self.host, reading, self.settings, env_file=False)
+        return HostState(env, env_problem, found, journal_problem, access, reading, report)
 
-    def restart_on(self, key_id: str) -> None:
-        """Recreates the containers and requires health with ``key_id`` in the registry."""
-        restarting.restart(self.c, self.settings, self.progress, self.options.restart_timeout)
-        if not self.registry_runs_with(key_id):
-            raise RotationFailed(f"the recreated registry container does not run with {key_id}")
-        self.progress.step(f"the registry runs with {key_id}")
+    def _env_file(self, output: shell.Output) -> tuple[RemoteFile | None, str | None]:
+        name = self.settings.env_file
+        content = shell.blob(output, "env")
+        stat = next((hostfiles.parse_stat(s.words[1:]) for s in output.all("stat") if s.words[:1] == ["env"]), None)
+        if content is None or stat is None:
+            missing = any(s.words[:1] == ["env"] for s in output.all("missing"))
+            return None, "no such file" if missing else "permission denied"
+        mode, uid, gid, owner, group = stat
+        return RemoteFile(name, content, mode, uid, gid, owner, group), None
 
-    # -- the run ------------------------------------------------------------------------
-
-    def run(self) -> RotationReport:
+    def _journal(self, output: shell.Output) -> tuple[Journal | None, str | None]:
+        if any(s.words[:1] == ["journal"] for s in output.all("missing")):
+            return None, None
+        raw = shell.blob(output, "journal")
+        if raw is None:
+            return None, "it cannot be read"
         try:
-            if self.options.dry_run:
-                return self.dry_run()
-            with HostLock(self.c, self.settings, "rotate-keys"):
-                self.progress.step(f"locked {self.host}")
-                existing = self.load_journal(clean=True)
-                if existing:
-                    finished = self.resume(existing)
-                    if finished:
-                        return finished
-                remote = hostfiles.read(self.c, self.settings, self.settings.env_file)
-                plan = self.preflight(remote)
-                for line in plan.lines(self.settings):
-                    print(line, flush=True)
-                return self.rotate(plan, remote)
-        except KeyboardInterrupt:
-            raise QuiltError(f"interrupted during '{self.current_step}'; run rotate-keys again to finish "
-                             "or roll back", status=ExitStatus.INTERRUPTED) from None
+            return journal.parse(raw), None
+        except JournalUnreadable as e:
+            return None, str(e)
 
-    def load_journal(self, clean: bool = False) -> dict[str, Any] | None:
-        """The journal of an unfinished run, if any; with ``clean``, also removes the temp
-        files a killed run left (only while holding the lock), in the same round trip."""
-        folder = posixpath.dirname(self.settings.env_file)
-        pattern = shlex.quote(posixpath.join(folder, hostfiles.TEMP_PREFIX) if folder else hostfiles.TEMP_PREFIX)
-        command = (f"rm -f -- {pattern}*; " if clean else "") + \
-            f"if [ -e {shlex.quote(self.journal_name)} ]; then cat -- {shlex.quote(self.journal_name)}; fi"
-        result = ssh.run(self.c, ssh.in_dir(self.settings, command), timeout=30)
-        raw = result.stdout.strip()
-        if not raw:
-            return None
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict) or "old_key_id" not in data or "iam_user" not in data:
-                raise ValueError
-        except ValueError:
-            raise RollbackFailed(f"the rotation journal {self.journal_name} on {self.host} is unreadable; "
-                                 "check the env file by hand, then remove the journal") from None
-        return data
+    # -- the IAM user ---------------------------------------------------------------------
 
-    def dry_run(self) -> RotationReport:
-        remote = hostfiles.read(self.c, self.settings, self.settings.env_file)
-        existing = self.load_journal()
-        if existing:
-            print(f"{self.host}: an unfinished rotation ({existing.get('step')}, started {existing.get('started')} "
-                  f"by {existing.get('who')}) would be finished or rolled back first")
-        plan = self.preflight(remote)
-        for line in plan.lines(self.settings):
-            print(line)
-        print(f"{self.host}: dry run, nothing changed")
-        self.audit.update(iam_user=plan.iam_user, old_key_id=plan.old_key_id)
-        return RotationReport(self.host, "dry-run", plan.iam_user, plan.old_key_id)
-
-    def find_user(self, env: EnvFile) -> tuple[str, str]:
+    def find_user(self, host_key: str | None) -> tuple[str, str]:
+        """The IAM user, derived as a fresh run does (never from the journal)."""
         if self.options.iam_user:
             return self.options.iam_user, "--iam-user"
         if self.settings.iam_user:
             return self.settings.iam_user, "quilt.iam_user"
         try:
-            owner = self.store.user_of_key(env.key_id or "")
+            owner = self.store.user_of_key(host_key or "")
         except AwsError:
             if self.options.stack:
                 return self.store.user_from_stack(self.options.stack), f"RegistryUser of stack {self.options.stack}"
             raise
         if "RegistryUser" not in owner:
             # A host holding someone else's key (an admin's, say) must not get it rotated by guesswork.
-            raise RotationFailed(f"the host's key {env.key_id} belongs to IAM user {owner}, which is not a "
-                                 f"RegistryUser; give --iam-user {owner} to rotate it anyway; nothing was changed")
+            raise Refused(
+                f"the host's key {host_key} belongs to IAM user {owner}, which is not a RegistryUser; "
+                f"give --iam-user {owner} to rotate it anyway; nothing was changed"
+            )
         return owner, "owner of the host's key"
 
-    def check_health(self) -> None:
-        """A rotation restarts the registry: refuse to start one on a host that is already down."""
-        report = health.collect(self.c, self.settings, env_file=False)
-        bad = [c for c in report.checks if c.status in (ExitStatus.CRITICAL, ExitStatus.UNKNOWN)]
-        if bad:
-            reasons = "; ".join(f"{c.name}: {c.summary}" for c in bad[:3])
-            raise RotationFailed(f"{self.host} is not healthy now ({reasons}); fix it first "
-                                 "(fab restart); nothing was changed")
+    def load_keys(self) -> list[Key]:
+        assert self.iam_user is not None
+        self.keys = self.store.keys(self.iam_user)
+        return self.keys
 
-    def preflight(self, remote: hostfiles.RemoteFile) -> Plan:
-        """Reads everything, changes nothing; raises `RotationFailed` when it cannot go on safely."""
+    # -- pre-flight -------------------------------------------------------------------------
+
+    def preflight(self) -> Plan | None:
+        """Reads everything, changes nothing; raises `Refused` when it cannot go on safely.
+
+        Returns the plan, or None when an unfinished rotation must be resumed
+        first (the plan is made after that, from what IAM then holds).
+        """
+        state = self.state
+        assert state is not None
         with self.step("preflight"):
-            env = EnvFile(remote.content)
+            name = self.settings.env_file
+            if state.journal_problem:
+                raise Refused(
+                    f"a rotation journal {self.journal_name} exists on {self.host} but cannot be used "
+                    f"({state.journal_problem}); check {name} by hand, then remove the journal; "
+                    "nothing was changed"
+                )
+            if state.env is None:
+                raise Refused(f"cannot read {name} on {self.host}: {state.env_problem}; nothing was changed")
+            env = EnvFile(state.env.content)
             try:
                 env.check_rotatable()
             except EnvFileError as e:
-                raise RotationFailed(f"{self.settings.env_file} on {self.host} cannot be rotated safely: {e}; "
-                                     "nothing was changed") from None
-            self.check_health()
-            user, source = self.find_user(env)
-            arn = self.store.user_arn(user)
-            keys = self.store.keys(user)
-            host_key = env.key_id
-            self.audit.update(iam_user=user, old_key_id=host_key)
-            mine = [k for k in keys if k.id == host_key]
-            if not mine:
-                raise RotationFailed(f"the host's key {host_key} does not belong to IAM user {user}; "
-                                     "nothing was changed")
-            if mine[0].status != "Active":
-                raise RotationFailed(f"the host's key {host_key} is {mine[0].status} in IAM, so the registry "
-                                     "cannot be using it; fix that first; nothing was changed")
-            others = [k for k in keys if k.id != host_key]
-            plan = Plan(self.host, user, source, arn, host_key, env.get(BUCKET), remote.mode,
-                        (remote.mode & 0o600) or 0o600, env.secret_names, len(keys), keep_old=self.options.keep_old)
-            if len(keys) >= 2:
-                plan.delete_inactive = [k.id for k in others if k.status != "Active"]
-                active = [k.id for k in others if k.status == "Active"]
-                if active and not self.options.delete_other_active:
-                    raise RotationFailed(
-                        f"IAM user {user} is at the two-key limit and {', '.join(active)} is Active and not the "
-                        "host's (it may be in use elsewhere); delete it yourself or rerun with "
-                        "--delete-other-active; nothing was changed")
-                plan.delete_active = active
-            self.progress.step(f"pre-flight passed: {user}, host key {host_key}")
-            return plan
+                raise Refused(f"{name} on {self.host} cannot be rotated safely: {e}; nothing was changed") from None
+            try:
+                self.iam_user, self.user_source = self.find_user(state.host_key)
+                self.audit.update(iam_user=self.iam_user, old_key_id=state.host_key)
+                self.load_keys()
+            except AwsError as e:
+                raise RotationFailed(f"{e}; nothing was changed") from None
+            if state.journal is not None:
+                # Checked against IAM before anything is done (and shown by a dry run).
+                decision = rotation_plan.resume(state.journal, self.host, state.host_key, self.iam_user, self.keys)
+                self.reporter.step(
+                    f"an unfinished rotation (step '{state.journal.step}') will be: {decision.action.value}"
+                )
+                return None
+            self.check_health(state.health)
+            return rotation_plan.plan(
+                self.host,
+                state.host_key,
+                self.iam_user,
+                self.user_source,
+                self.keys,
+                self.options.keep_old,
+                self.options.delete_other_active,
+            )
 
-    def rotate(self, plan: Plan, remote: hostfiles.RemoteFile) -> RotationReport:
-        user = plan.iam_user
-        # The journal first: if it cannot be written, nothing has been changed yet.
-        self.journal = {"version": 1, "step": "creating", "iam_user": user, "old_key_id": plan.old_key_id,
-                        "existing": [plan.old_key_id], "keep_old": plan.keep_old, "mode": plan.mode,
-                        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "who": who_am_i()}
+    def check_health(self, report: HostHealth) -> None:
+        """A rotation restarts the registry: refuse to start one on a host that is already down."""
+        bad = [c for c in report.checks if c.status in (ExitStatus.CRITICAL, ExitStatus.UNKNOWN)]
+        if bad:
+            reasons = "; ".join(f"{c.name}: {c.summary}" for c in bad[:3])
+            raise Refused(
+                f"{self.host} is not healthy now ({reasons}); fix it first (fab restart); nothing was changed"
+            )
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def execute(self, plan: Plan | None) -> RotationReport:
+        """Finishes what a dead run left (if anything), then rotates."""
+        state = self.state
+        assert state is not None and state.env is not None and self.iam_user is not None
         try:
-            self.save_journal()
-        except hostfiles.HostFileError as e:
+            if plan is None and state.journal is not None:
+                finished = self.resume(state.journal)
+                if finished is not None:
+                    return finished
+                plan = rotation_plan.plan(
+                    self.host,
+                    state.host_key,
+                    self.iam_user,
+                    self.user_source,
+                    self.load_keys(),
+                    self.options.keep_old,
+                    self.options.delete_other_active,
+                )
+                self.check_health(health.collect(self.target, self.settings, env_file=False))
+            assert plan is not None
+            self.reporter.show(plan_lines(plan, self.settings, state, EnvFile(state.env.content).get(BUCKET)))
+            return self.rotate(plan)
+        except KeyboardInterrupt:
+            with stopping.cleaning_up():
+                raise self.interrupted() from None
+
+    def dry_run(self) -> RotationReport:
+        state = self.state
+        assert state is not None
+        plan = self.preflight()
+        if plan is None:
+            assert state.journal is not None
+            self.reporter.show(
+                [
+                    f"{self.host}: an unfinished rotation (step '{state.journal.step}', started "
+                    f"{state.journal.started:%Y-%m-%dT%H:%M:%SZ} by {state.journal.who}) would be "
+                    "finished or rolled back first; the plan follows from what IAM holds then",
+                    f"{self.host}: dry run, nothing changed",
+                ]
+            )
+            return RotationReport(self.host, "dry-run", self.iam_user, state.journal.old_key_id)
+        assert state.env is not None
+        self.reporter.show(
+            plan_lines(plan, self.settings, state, EnvFile(state.env.content).get(BUCKET))
+            + [f"{self.host}: dry run, nothing changed"]
+        )
+        return RotationReport(self.host, "dry-run", plan.iam_user, plan.old_key.id)
+
+    def rotate(self, plan: Plan) -> RotationReport:
+        state = self.state
+        assert state is not None and state.env is not None
+        user = plan.iam_user
+        self.allowed = {d.key_id for d in plan.make_room}
+        started = datetime.now(timezone.utc).replace(microsecond=0)
+        record = Journal(
+            step="creating",
+            iam_user=user,
+            old_key_id=plan.old_key.id,
+            started=started,
+            who=who_am_i(),
+            keep_old=plan.keep_old,
+            mode=state.env.mode,
+            old_key_created=plan.old_key.created,
+        )
+        # The journal first: if it cannot be written, nothing has been changed yet.
+        try:
+            self.save_journal(record)
+        except (hostfiles.HostFileError, ConnectionLost) as e:
             raise RotationFailed(f"{e}; nothing was changed") from None
         with self.step("cleanup"):
-            for key_id in plan.delete_inactive:
-                self.store.delete(user, key_id)
-                self.progress.step(f"deleted Inactive key {key_id}")
-            for key_id in plan.delete_active:
-                self.store.deactivate(user, key_id)
-                self.store.delete(user, key_id)
-                self.progress.step(f"deactivated and deleted {key_id}")
+            for deletion in plan.make_room:
+                self.retire_key(user, deletion, state.host_key)
         with self.step("create"):
             try:
                 new = self.store.create(user)
             except AwsError as e:
-                self.clear_journal()
+                self.forget()
                 raise RotationFailed(f"{e}; nothing was changed") from None
+            self.masker.add(new.secret)
+            self.allowed.add(new.id)
             self.audit["new_key_id"] = new.id
-            self.progress.step(f"created {new.id}")
         try:
-            self.save_journal(step="created", new_key_id=new.id)
-            self.verify(plan, new)
-        except hostfiles.HostFileError as e:
+            self.save_journal(record.at("created", new_key_id=new.id, new_key_created=new.created))
+        except (hostfiles.HostFileError, ConnectionLost) as e:
             self.abandon(user, new.id)
             raise RotationFailed(f"{e}; the new key was deleted and the host was not changed") from None
-        self.write(plan, remote, new)
+        self.reporter.step(f"created {new.id}")
+        self.verify(plan, new)
+        self.write(new)
         with self.step("restart"):
             try:
                 self.restart_on(new.id)
+            except ConnectionLost as e:
+                raise self.unfinished(f"{e} while recreating the containers", plan.old_key.id, new.id) from None
             except QuiltError as e:
-                self.rollback(str(e), plan.old_key_id, new.id, plan.mode)
-        self.retire(user, plan.old_key_id, plan.keep_old)
-        self.clear_journal()
-        message = (f"rotated {plan.old_key_id} -> {new.id} for {user}"
-                   + (f"; {plan.old_key_id} kept Inactive" if plan.keep_old else f"; {plan.old_key_id} deleted"))
-        return RotationReport(self.host, "rotated", user, plan.old_key_id, new.id, message)
+                self.rollback(str(e), plan.old_key.id, new.id)
+        self.finish(user, plan.old_key.id, new.id, plan.keep_old)
+        message = f"rotated {plan.old_key.id} -> {new.id} for {user}" + (
+            f"; {plan.old_key.id} kept Inactive" if plan.keep_old else f"; {plan.old_key.id} deleted"
+        )
+        return RotationReport(self.host, "rotated", user, plan.old_key.id, new.id, message)
 
     def verify(self, plan: Plan, new: NewKey) -> None:
+        state = self.state
+        assert state is not None and state.env is not None
         with self.step("verify"):
             started = time.monotonic()
             try:
-                checks = self.store.verify(new, plan.user_arn, plan.bucket, self.options.verify_timeout,
-                                           on_wait=self.progress.waiting)
-            except (VerifyTimeout, AwsError) as e:
-                self.progress.done()
+                arn = self.store.user_arn(plan.iam_user)
+                checks = self.store.verify(
+                    new,
+                    arn,
+                    EnvFile(state.env.content).get(BUCKET),
+                    self.options.verify_timeout,
+                    on_wait=self.reporter.waiting,
+                )
+            except (VerifyTimeout, VerifyRefused, AwsError) as e:
+                self.reporter.done()
                 self.abandon(plan.iam_user, new.id)
                 raise RotationFailed(f"{e}; the new key was deleted and the host was not changed") from None
-            self.progress.done()
-            self.progress.step(f"verified {new.id}: 3 passes in a row after {checks} checks "
-                               f"({time.monotonic() - started:.1f}s)")
+            self.reporter.done()
+            self.reporter.step(
+                f"verified {new.id}: 3 passes in a row after {checks} checks ({time.monotonic() - started:.1f}s)"
+            )
+
+    def write(self, new: NewKey) -> None:
+        state = self.state
+        assert state is not None and state.env is not None and self.journal is not None
+        name = self.settings.env_file
+        with self.step("write"):
+            content = EnvFile(state.env.content).with_key(new.id, new.secret)
+            extra = "\n".join(
+                [
+                    hostfiles.backup_command(name, self.backup_name) + " || exit 41",
+                    hostfiles.replace_command(name, len(content), state.env.mode) + " || exit $?",
+                    hostfiles.write_text_command(self.journal_name, self.journal.at("written").to_json())
+                    + " || exit 42",
+                ]
+            )
+            try:
+                _, code, stderr = self.save_journal(
+                    self.journal.at("writing"), extra=extra, stdin=content, what=f"writing {name}"
+                )
+            except hostfiles.HostFileError as e:
+                self.abandon(self.journal.iam_user, new.id)
+                raise RotationFailed(f"{e}; the new key was deleted and the host was not changed") from None
+            except NotStarted as e:
+                # The write never ran: the host still has the old file.
+                self.abandon(self.journal.iam_user, new.id)
+                raise RotationFailed(
+                    f"{e} before writing {name}; the new key was deleted and the host was not "
+                    "changed (its journal is cleared by the next run)"
+                ) from None
+            except ConnectionLost as e:
+                raise self.unfinished(f"{e} while writing {name}", self.journal.old_key_id, new.id) from None
+            if code in (41, *hostfiles.FAILURES):
+                # The replace is atomic: the env file is untouched. Undo the key.
+                why = hostfiles.describe_failure(code, stderr)
+                what = "back up" if code == 41 else "write"
+                self.abandon(self.journal.iam_user, new.id)
+                raise RotationFailed(
+                    f"cannot {what} {name} on {self.host}: {why}; the new key was deleted and the host was not changed"
+                )
+            self.journal = self.journal.at("written")
+            if code != 0:
+                # The file is replaced but the journal's last word failed: the next run reads the host's key.
+                raise self.unfinished(
+                    f"{name} was written but the journal was not updated ({stderr[:100]})",
+                    self.journal.old_key_id,
+                    new.id,
+                )
+            self.reporter.step(f"wrote {name} with {new.id} (backup kept until done)")
+
+    def restart_on(self, key_id: str) -> None:
+        """Recreates the containers and requires health with ``key_id`` in the registry container."""
+        guard = self.script()
+        report = restarting.restart(
+            self.target,
+            self.settings,
+            self.reporter,
+            self.options.restart_timeout,
+            guard=guard,
+            masker=self.masker,
+            key_in_effect=True,
+        )
+        self.require_key(report.key_in_effect, report.health, key_id)
+
+    def require_key(self, in_effect: str | None, report: HostHealth, key_id: str) -> None:
+        registry = self.settings.containers.registry
+        check = report.find(health.Kind.CONTAINER, registry)
+        if check is not None and not check.details.get("exists", True):
+            raise RotationFailed(f"the registry container {registry} is missing on {self.host}")
+        if in_effect != key_id:
+            raise RotationFailed(f"the registry container {registry} runs with {in_effect or 'no key'}, not {key_id}")
+        self.reporter.step(f"the registry runs with {key_id}")
+
+    def runs_healthy_on(self, key_id: str) -> bool:
+        reading = health.look(self.target, self.settings, env_file=False, key_in_effect=True)
+        report = health.evaluate(self.host, reading, self.settings, env_file=False)
+        return reading.key_in_effect == key_id and not report.failing()
+
+    def finish(self, user: str, old_key_id: str, new_key_id: str, keep_old: bool) -> None:
+        """Retires the old key (the host runs healthy on the new one), then clears the journal."""
+        assert self.journal is not None
+        with self.step("retire"):
+            try:
+                self.save_journal(self.journal.at("retiring"))
+                old = Deletion(old_key_id, "the rotated host no longer uses it", deactivate_first=True)
+                self.allowed.add(old_key_id)
+                if keep_old:
+                    rotation_plan.check_deletion(old_key_id, new_key_id, self.allowed)
+                    self.store.deactivate(user, old_key_id)
+                else:
+                    self.retire_key(user, old, new_key_id)
+            except (AwsError, ConnectionLost, hostfiles.HostFileError, shell.LockLost) as e:
+                raise Unfinished(
+                    f"{self.host} now runs on {new_key_id} and is healthy, but retiring {old_key_id} "
+                    f"failed ({e}): {old_key_id} is still Active; to retire it, run: "
+                    f"fab -H {self.host} rotate-keys"
+                ) from None
+            self.reporter.step(
+                f"deactivated {old_key_id} (kept: --keep-old)" if keep_old else f"deactivated and deleted {old_key_id}"
+            )
+        try:
+            self.clear_journal()
+        except (ConnectionLost, QuiltError) as e:
+            raise Unfinished(
+                f"{self.host} runs on {new_key_id} and {old_key_id} was retired, but the journal could "
+                f"not be removed ({e}); the next rotate-keys removes it"
+            ) from None
+
+    def retire_key(self, user: str, deletion: Deletion, host_key: str | None) -> None:
+        rotation_plan.check_deletion(deletion.key_id, host_key, self.allowed)
+        if deletion.deactivate_first:
+            self.store.deactivate(user, deletion.key_id)
+        self.store.delete(user, deletion.key_id)
+        if host_key != deletion.key_id and deletion.why != "the rotated host no longer uses it":
+            self.reporter.step(f"deleted {deletion.key_id}: {deletion.why}")
+
+    # -- failure ----------------------------------------------------------------------------
+
+    def forget(self) -> None:
+        """The key was not created: remove the journal (best effort: the next run clears it anyway)."""
+        try:
+            self.clear_journal()
+        except QuiltError:
+            pass
 
     def abandon(self, user: str, key_id: str) -> None:
         """Deletes a new key the host never saw, and the journal.
@@ -357,117 +630,209 @@ class Rotation:
         run deletes the key (the host still runs on the old one).
         """
         try:
+            rotation_plan.check_deletion(key_id, self.state.host_key if self.state else None, self.allowed)
             self.store.delete(user, key_id)
-        except AwsError as e:
-            raise RotationFailed(f"the new key {key_id} could not be deleted ({e}); the host was not changed "
-                                 "and still runs on the old key; run rotate-keys again to clean up") from None
-        self.clear_journal()
+        except (AwsError, Refused) as e:
+            raise RotationFailed(
+                f"the new key {key_id} could not be deleted ({e}); the host was not changed "
+                "and still runs on the old key; run rotate-keys again to clean up"
+            ) from None
+        self.forget()
 
-    def write(self, plan: Plan, remote: hostfiles.RemoteFile, new: NewKey) -> None:
-        with self.step("write"):
-            content = EnvFile(remote.content).with_key(new.id, new.secret)
-            try:
-                self.save_journal(step="writing", then=hostfiles.backup_command(self.settings.env_file,
-                                                                                self.backup_name))
-                hostfiles.replace(self.c, self.settings, self.settings.env_file, content, plan.new_mode)
-            except hostfiles.HostFileError as e:
-                # The env file is untouched (the replace is atomic): undo the key.
-                self.abandon(plan.iam_user, new.id)
-                raise RotationFailed(f"{e}; the new key was deleted and the host was not changed") from None
-            self.save_journal(step="written")
-            self.progress.step(f"wrote {self.settings.env_file} with {new.id} (backup kept until done)")
+    def restore_old_file(self, old_key_id: str) -> None:
+        """Puts the backup back in place, after checking it holds the old key."""
+        assert self.journal is not None
+        # The backup is a file on the host: check it holds the old key before putting it back.
+        check = self.script()
+        check.send_file(self.backup_name, "backup")
+        output, _, _ = self.run_script(check, "reading the backup")
+        backup = shell.blob(output, "backup")
+        if backup is None or EnvFile(backup).key_id != old_key_id:
+            raise QuiltError(f"the backup {self.backup_name} on {self.host} is missing or does not hold {old_key_id}")
+        restore = self.script()
+        restore.add(
+            hostfiles.restore_command(self.settings.env_file, self.backup_name, self.journal.mode) + " || exit $?"
+        )
+        restore.end()
+        _, code, stderr = self.run_script(restore, f"restoring {self.settings.env_file}")
+        if code != 0:
+            raise QuiltError(
+                f"cannot restore {self.settings.env_file} from its backup on {self.host}: "
+                f"{hostfiles.describe_failure(code, stderr)}"
+            )
+        self.reporter.step(f"restored {self.settings.env_file} from its backup")
 
-    def retire(self, user: str, old_key_id: str, keep_old: bool) -> None:
-        """Deactivates, then deletes, the old key; the journal stays until both are done."""
-        with self.step("retire"):
-            self.save_journal(step="retiring")
-            try:
-                self.store.deactivate(user, old_key_id)
-                if not keep_old:
-                    self.store.delete(user, old_key_id)
-            except AwsError as e:
-                raise RotationFailed(f"{self.host} runs on the new key, but retiring {old_key_id} failed: {e}; "
-                                     "run rotate-keys again to finish") from None
-            self.progress.step(f"deactivated {old_key_id} (kept: --keep-old)" if keep_old
-                               else f"deactivated and deleted {old_key_id}")
-
-    # -- failure --------------------------------------------------------------------------
-
-    def undo(self, old_key_id: str, new_key_id: str, mode: int) -> None:
+    def undo(self, old_key_id: str, new_key_id: str, host_key: str | None) -> None:
         """Puts the old file back, recreates the containers on it, deletes the new key."""
-        self.save_journal(step="rolling-back")
-        self.progress.step("rolling back")
-        if self.host_key() != old_key_id:
-            hostfiles.restore(self.c, self.settings, self.backup_name, self.settings.env_file, mode)
-            self.progress.step(f"restored {self.settings.env_file} from its backup")
-        if not self.registry_runs_with(old_key_id) or self.unhealthy():
+        assert self.journal is not None and self.iam_user is not None
+        self.save_journal(self.journal.at("rolling-back"))
+        self.reporter.step("rolling back")
+        if host_key != old_key_id:
+            self.restore_old_file(old_key_id)
+        if not self.runs_healthy_on(old_key_id):
             self.restart_on(old_key_id)
-        self.store.delete(self.journal["iam_user"], new_key_id)
-        self.progress.step(f"deleted {new_key_id}")
+        self.allowed.add(new_key_id)
+        rotation_plan.check_deletion(new_key_id, old_key_id, self.allowed)
+        self.store.delete(self.iam_user, new_key_id)
+        self.reporter.step(f"deleted {new_key_id}")
         self.clear_journal()
 
-    def rollback(self, reason: str, old_key_id: str, new_key_id: str, mode: int) -> None:
+    def rollback(self, reason: str, old_key_id: str, new_key_id: str) -> None:
         """Undoes a rotation whose env file was written; always raises."""
         with self.step("rollback"):
             try:
-                self.undo(old_key_id, new_key_id, mode)
+                self.undo(old_key_id, new_key_id, new_key_id)
+            except ConnectionLost as e:
+                raise self.unfinished(
+                    f"rotation failed ({reason}); then {e} while rolling back", old_key_id, new_key_id
+                ) from None
             except QuiltError as e:
                 raise RollbackFailed(self.stuck_message(reason, str(e), old_key_id, new_key_id)) from None
         raise RolledBack(f"rotation failed and was rolled back: {reason}")
 
-    def stuck_message(self, reason: str, rollback_error: str, old_key_id: str, new_key_id: str) -> str:
+    def holds(self) -> str:
         try:
-            holds = self.host_key() or "no key"
+            s = self.script()
+            s.send_file(self.settings.env_file, "env")
+            output, _, _ = self.run_script(s, "reading the env file")
+            content = shell.blob(output, "env")
+            return (EnvFile(content).key_id or "no key") if content is not None else "an unknown key"
         except QuiltError:
-            holds = "an unknown key (cannot read it)"
-        return (f"rotation failed ({reason}) and so did its rollback ({rollback_error}); "
-                f"{self.settings.env_file} on {self.host} holds {holds}; both {old_key_id} and {new_key_id} "
-                f"stay Active; to finish, run: fab -H {self.host} rotate-keys")
+            return "an unknown key (cannot read it)"
 
-    # -- resume ---------------------------------------------------------------------------
+    def stuck_message(self, reason: str, rollback_error: str, old_key_id: str, new_key_id: str) -> str:
+        return (
+            f"rotation failed ({reason}) and so did its rollback ({rollback_error}); "
+            f"{self.settings.env_file} on {self.host} holds {self.holds()}; both {old_key_id} and {new_key_id} "
+            f"stay Active; to finish, run: fab -H {self.host} rotate-keys"
+        )
 
-    def resume(self, journal: dict[str, Any]) -> RotationReport | None:
+    def unfinished(self, what: str, old_key_id: str, new_key_id: str) -> Unfinished:
+        return Unfinished(
+            f"{what}; {self.settings.env_file} on {self.host} holds {old_key_id} or {new_key_id}, "
+            f"both stay Active; the journal on the host lets the next run finish or roll back: "
+            f"run fab -H {self.host} rotate-keys"
+        )
+
+    def interrupted(self) -> QuiltError:
+        """Ctrl-C: delete a key the host never saw; otherwise say how to finish."""
+        current = self.journal
+        if current is None:
+            return Interrupted(f"interrupted during {self.current_step}; nothing was changed on {self.host}")
+        if current.step in ("creating", "created") and current.new_key_id and self.iam_user:
+            try:
+                self.abandon(self.iam_user, current.new_key_id)
+                return Interrupted(
+                    f"interrupted during {self.current_step}; the new key {current.new_key_id} was "
+                    f"deleted and {self.host} was not changed"
+                )
+            except QuiltError:
+                pass
+        return Interrupted(
+            f"interrupted during {self.current_step}; {self.host} may hold the old or the new key; "
+            f"run fab -H {self.host} rotate-keys again to finish or roll back"
+        )
+
+    # -- resume -------------------------------------------------------------------------------
+
+    def resume(self, found: Journal) -> RotationReport | None:
         """Finishes or rolls back a run that died; returns a report if it finished one."""
-        self.journal = dict(journal)
-        user, old, new = journal["iam_user"], journal["old_key_id"], journal.get("new_key_id")
-        self.audit.update(resumed=journal.get("step"), iam_user=user, old_key_id=old, new_key_id=new)
-        self.progress.step(f"found an unfinished rotation (step '{journal.get('step')}', started "
-                           f"{journal.get('started')} by {journal.get('who')})")
-        host_key = self.host_key()
+        state = self.state
+        assert state is not None and self.iam_user is not None
+        self.journal = found
+        self.reporter.step(
+            f"found an unfinished rotation (step '{found.step}', started "
+            f"{found.started:%Y-%m-%dT%H:%M:%SZ} by {found.who})"
+        )
+        decision = rotation_plan.resume(found, self.host, state.host_key, self.iam_user, self.keys)
+        self.audit.update(
+            resumed=found.step, decision=decision.action.value, old_key_id=found.old_key_id, new_key_id=found.new_key_id
+        )
+        self.allowed |= {k for k in (decision.delete_new, decision.retire_old) if k}
         with self.step("resume"):
-            if host_key == old:
-                try:
-                    if not self.registry_runs_with(old) or self.unhealthy():
-                        self.restart_on(old)
-                    # Any key the dead run made (the new one, even if it died before recording it).
-                    known = {k.id for k in self.store.keys(user)}
-                    existing = set(journal.get("existing") or [old])
-                    for key_id in sorted(known - existing - {old}):
-                        self.store.delete(user, key_id)
-                        self.progress.step(f"deleted {key_id}, left by the unfinished rotation")
-                    self.clear_journal()
-                except QuiltError as e:
-                    raise RollbackFailed(self.stuck_message("resuming an unfinished rotation", str(e), old,
-                                                            new or "the new key")) from None
-                self.progress.step("rolled the unfinished rotation back; now rotating afresh")
+            if decision.action == Resume.ROLL_BACK:
+                self.resume_roll_back(found, decision)
                 return None
-            if new and host_key == new:
-                if journal.get("step") == "rolling-back":
-                    try:
-                        self.undo(old, new, int(journal.get("mode", 0o600)))
-                    except QuiltError as e:
-                        raise RollbackFailed(self.stuck_message("resuming a rollback", str(e), old, new)) from None
-                    self.progress.step("finished the interrupted rollback; now rotating afresh")
-                    return None
+            if decision.action == Resume.FINISH_ROLLBACK:
                 try:
-                    if not self.registry_runs_with(new) or self.unhealthy():
-                        self.restart_on(new)
+                    self.undo(found.old_key_id, found.new_key_id or "", state.host_key)
                 except QuiltError as e:
-                    self.rollback(f"resuming: {e}", old, new, int(journal.get("mode", 0o600)))
-                self.retire(user, old, bool(journal.get("keep_old")))
+                    raise RollbackFailed(
+                        self.stuck_message(
+                            "resuming a rollback", str(e), found.old_key_id, found.new_key_id or "the new key"
+                        )
+                    ) from None
+                self.reporter.step("finished the interrupted rollback; now rotating afresh")
+                return None
+            new = decision.runs_on
+            try:
+                if not self.runs_healthy_on(new):
+                    self.restart_on(new)
+            except ConnectionLost as e:
+                raise self.unfinished(str(e), found.old_key_id, new) from None
+            except QuiltError as e:
+                self.rollback(f"resuming: {e}", found.old_key_id, new)
+            if decision.retire_old:
+                self.finish(self.iam_user, decision.retire_old, new, found.keep_old)
+            else:
                 self.clear_journal()
-                return RotationReport(self.host, "finished", user, old, new,
-                                      f"finished the unfinished rotation {old} -> {new} for {user}")
-        raise RollbackFailed(
-            f"{self.settings.env_file} on {self.host} holds {host_key}, neither the old key {old} nor the new "
-            f"key {new} of an unfinished rotation; check it by hand, then remove {self.journal_name}")
+            return RotationReport(
+                self.host,
+                "finished",
+                self.iam_user,
+                found.old_key_id,
+                new,
+                f"finished the unfinished rotation {found.old_key_id} -> {new} for {self.iam_user}",
+            )
+
+    def resume_roll_back(self, found: Journal, decision: ResumeDecision) -> None:
+        assert self.iam_user is not None
+        try:
+            if not self.runs_healthy_on(decision.runs_on):
+                self.restart_on(decision.runs_on)
+            if decision.delete_new:
+                self.retire_key(
+                    self.iam_user, Deletion(decision.delete_new, "left by the unfinished rotation"), decision.runs_on
+                )
+            self.clear_journal()
+        except QuiltError as e:
+            raise RollbackFailed(
+                self.stuck_message(
+                    "resuming an unfinished rotation", str(e), found.old_key_id, found.new_key_id or "the new key"
+                )
+            ) from None
+        for key_id in decision.unproven:
+            self.reporter.step(
+                f"note: {key_id} was created after the unfinished rotation started but it did not "
+                f"record it; if it is that run's, delete it: aws iam delete-access-key "
+                f"--user-name {self.iam_user} --access-key-id {key_id}"
+            )
+        self.reporter.step("rolled the unfinished rotation back; now rotating afresh")
+
+    def close(self) -> None:
+        self.lock.release()
+
+
+class _Step:
+    """Times a step for the audit record."""
+
+    def __init__(self, rotation: Rotation, name: str) -> None:
+        self.rotation, self.name = rotation, name
+
+    def __enter__(self) -> None:
+        self.started = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        self.rotation.audit["steps"].append({"step": self.name, "seconds": round(time.monotonic() - self.started, 3)})
+
+
+def shared_key_refusal(states: dict[str, str | None]) -> str | None:
+    """One line naming hosts that run on the same key, or None."""
+    shared = rotation_plan.shared_keys(states)
+    if not shared:
+        return None
+    parts = [f"{', '.join(hosts)} all run on {key}" for key, hosts in shared.items()]
+    return (
+        "; ".join(parts) + ": rotating one would delete the key the others run on; rotate them one at a time "
+        "after giving each its own key; nothing was changed"
+    )

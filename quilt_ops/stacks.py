@@ -34,8 +34,9 @@ def find(store: KeyStore, name: str) -> Stack:
     outputs = _outputs(found[0])
     if not outputs.get(HOST_OUTPUT):
         raise ConfigError(f"stack {name!r} has no {HOST_OUTPUT} output: is it a Quilt registry stack?")
-    return Stack(name, found[0]["StackStatus"], outputs[HOST_OUTPUT], outputs.get(LB_OUTPUT),
-                 store.user_from_stack(name))
+    return Stack(
+        name, found[0]["StackStatus"], outputs[HOST_OUTPUT], outputs.get(LB_OUTPUT), store.user_from_stack(name)
+    )
 
 
 def registry_stacks(store: KeyStore) -> list[Stack]:
@@ -51,8 +52,9 @@ def registry_stacks(store: KeyStore) -> list[Stack]:
                     user = store.user_from_stack(stack["StackName"])
                 except AwsError:
                     user = None
-                stacks.append(Stack(stack["StackName"], stack["StackStatus"], outputs[HOST_OUTPUT],
-                                    outputs.get(LB_OUTPUT), user))
+                stacks.append(
+                    Stack(stack["StackName"], stack["StackStatus"], outputs[HOST_OUTPUT], outputs.get(LB_OUTPUT), user)
+                )
         token = page.get("NextToken")
         if not token:
             return sorted(stacks, key=lambda s: s.name)

@@ -1,50 +1,76 @@
-"""Exit statuses of quilt-ops, one documented set for every task.
+"""Exit statuses of quilt-ops: one documented set, every value distinct.
 
 ``health`` follows the Nagios plugin convention (0 OK, 1 WARNING, 2 CRITICAL,
-3 UNKNOWN). The tasks that change something use the same numbers with the
-meanings below, so that 0 is always "done" and 3 is always "could not even look".
+3 UNKNOWN). The tasks that change something add their own values, so that a
+script can tell "nothing changed" from "changed but not finished" from "the
+rollback failed too" by the number alone.
+
+Several hosts combine by urgency (`worst`), not by number: a failed rollback on
+one host is never hidden by an unreachable other host.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
 from enum import IntEnum
 
 
 class ExitStatus(IntEnum):
+    """How a task ended (the process exit code)."""
+
     #: Done; for ``health``, every check passed.
     OK = 0
-    #: ``health``: at least one check needs attention, nothing is down.
+    #: ``health``: something needs attention, nothing is down.
     WARNING = 1
-    #: A task that changes something failed; the host was left as it was or
-    #: rolled back (the message says which).
-    FAILED = 1
     #: ``health``: something is down or broken.
     CRITICAL = 2
-    #: Bad option, configuration or input: nothing was contacted or changed.
-    USAGE = 2
-    #: ``rotate-keys``: the rotation failed and so did its rollback; the message
-    #: says what state things are in and the command that finishes the job.
-    ROLLBACK_FAILED = 2
-    #: The host could not be reached or inspected (connection, host key,
-    #: authentication, docker missing or not permitted).
+    #: The host could not be reached, trusted or inspected; nothing was changed.
+    #: ``health`` also ends with it on a bad option or config (as Nagios plugins do).
     UNKNOWN = 3
-    #: Interrupted by Ctrl-C.
+    #: A task that changes something failed; the host was left as it was, or
+    #: rolled back (the message says which).
+    FAILED = 4
+    #: The change was made, or stopped part-way, and is not finished; the
+    #: message names the command that finishes it (usually: run it again).
+    INCOMPLETE = 5
+    #: The change failed and so did its rollback: a person must look. The
+    #: message says what state things are in and what to run.
+    ROLLBACK_FAILED = 6
+    #: Bad option, configuration or input: nothing was contacted or changed
+    #: (``sysexits.h`` EX_USAGE).
+    USAGE = 64
+    #: A bug in quilt-ops (``sysexits.h`` EX_SOFTWARE); rerun with QUILT_OPS_DEBUG=1.
+    INTERNAL = 70
+    #: Interrupted by Ctrl-C; a changing task says how to finish or roll back.
     INTERRUPTED = 130
 
 
-#: Order in which ``health`` verdicts combine: the later, the worse. CRITICAL
-#: outranks UNKNOWN because a probe that fails is a fact about the service,
-#: while an UNKNOWN is only a fact about what we could see.
-SEVERITY = (ExitStatus.OK, ExitStatus.WARNING, ExitStatus.UNKNOWN, ExitStatus.CRITICAL)
+#: From least to most urgent. CRITICAL outranks UNKNOWN because a failing probe
+#: is a fact about the service, while UNKNOWN is only about what we could see.
+#: ROLLBACK_FAILED is last: it is the one outcome that needs a person.
+URGENCY: tuple[ExitStatus, ...] = (
+    ExitStatus.OK,
+    ExitStatus.WARNING,
+    ExitStatus.UNKNOWN,
+    ExitStatus.CRITICAL,
+    ExitStatus.FAILED,
+    ExitStatus.INCOMPLETE,
+    ExitStatus.USAGE,
+    ExitStatus.INTERRUPTED,
+    ExitStatus.INTERNAL,
+    ExitStatus.ROLLBACK_FAILED,
+)
 
 
-def worst(statuses) -> ExitStatus:
-    """The worst of some health statuses (OK when there are none)."""
+def worst(statuses: Iterable[ExitStatus]) -> ExitStatus:
+    """The most urgent of some statuses (OK when there are none)."""
     result = ExitStatus.OK
     for status in statuses:
-        if SEVERITY.index(status) > SEVERITY.index(result):
+        if URGENCY.index(status) > URGENCY.index(result):
             result = status
     return result
 
 
 def label(status: ExitStatus) -> str:
-    """The Nagios name of a health status."""
-    return {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}[int(status)]
+    """The name of a status as shown to people (Nagios names for 0-3)."""
+    return status.name

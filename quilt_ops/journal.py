@@ -1,0 +1,144 @@
+"""The rotation journal: how far a rotation got, kept on the host next to the env file.
+
+It lets the next ``rotate-keys``, from any operator's machine, finish or roll
+back a run that died anywhere. It holds step names, the IAM user, key IDs and
+their creation times, never a secret.
+
+The journal is a file on the host, so anyone who can log in can write it. It is
+therefore parsed strictly here, and never trusted on its own: before any IAM
+action, `quilt_ops.rotation_plan.resume` checks it against the IAM user derived
+afresh and against IAM's own list of keys (IDs and creation times).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+VERSION = 2
+#: The steps a rotation records, in order (``rolling-back`` can follow any after ``created``).
+STEPS = ("creating", "created", "writing", "written", "retiring", "rolling-back")
+USER_NAME = re.compile(r"[\w+=,.@-]{1,64}")
+KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
+
+
+class JournalUnreadable(ValueError):
+    """A journal exists but cannot be used; the message says why (never its content)."""
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+@dataclass(frozen=True)
+class Journal:
+    """One unfinished rotation."""
+
+    step: str
+    iam_user: str
+    old_key_id: str
+    started: datetime
+    who: str
+    keep_old: bool = False
+    #: The env file's mode when the rotation started.
+    mode: int = 0o600
+    #: IAM's creation time of the old key (checked against IAM on resume).
+    old_key_created: datetime | None = None
+    new_key_id: str | None = None
+    #: IAM's creation time of the new key, as CreateAccessKey returned it.
+    new_key_created: datetime | None = None
+
+    def at(self, step: str, **changes: Any) -> Journal:
+        """The same journal at another step."""
+        return dataclasses.replace(self, step=step, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": VERSION,
+                "tool": "quilt-ops",
+                "step": self.step,
+                "iam_user": self.iam_user,
+                "old_key_id": self.old_key_id,
+                "old_key_created": _time(self.old_key_created),
+                "new_key_id": self.new_key_id,
+                "new_key_created": _time(self.new_key_created),
+                "started": _time(self.started),
+                "who": self.who,
+                "keep_old": self.keep_old,
+                "mode": self.mode,
+            },
+            sort_keys=True,
+        )
+
+
+def _parse_time(value: Any, field: str, required: bool = True) -> datetime | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise JournalUnreadable(f"{field} is not a time")
+    try:
+        parsed = datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise JournalUnreadable(f"{field} is not a time") from None
+    return parsed.replace(tzinfo=timezone.utc)
+
+
+def _key(value: Any, field: str, required: bool = True) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not KEY_ID.fullmatch(value):
+        raise JournalUnreadable(f"{field} is not an access key ID")
+    return value
+
+
+def parse(raw: bytes) -> Journal:
+    """A journal from the host's file; raises `JournalUnreadable` for anything odd."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise JournalUnreadable("it is not JSON") from None
+    if not isinstance(data, dict):
+        raise JournalUnreadable("it is not a JSON object")
+    version = data.get("version")
+    if version == 1:
+        raise JournalUnreadable("it was written by quilt-ops 0.1, whose journals cannot be checked against IAM")
+    if version != VERSION:
+        raise JournalUnreadable(f"unknown version {str(version)[:10]!r}")
+    step = data.get("step")
+    if step not in STEPS:
+        raise JournalUnreadable("unknown step")
+    user = data.get("iam_user")
+    if not isinstance(user, str) or not USER_NAME.fullmatch(user):
+        raise JournalUnreadable("iam_user is not an IAM user name")
+    who = data.get("who")
+    if not isinstance(who, str) or len(who) > 200 or not who.isprintable():
+        raise JournalUnreadable("who is not a name")
+    keep_old, mode = data.get("keep_old"), data.get("mode")
+    if not isinstance(keep_old, bool):
+        raise JournalUnreadable("keep_old is not true or false")
+    if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
+        raise JournalUnreadable("mode is not a file mode")
+    new_key_id = _key(data.get("new_key_id"), "new_key_id", required=False)
+    if step != "creating" and new_key_id is None:
+        raise JournalUnreadable(f"step {step} without a new key")
+    old_key_id = _key(data.get("old_key_id"), "old_key_id")
+    assert old_key_id is not None
+    started = _parse_time(data.get("started"), "started")
+    assert started is not None
+    return Journal(
+        step=step,
+        iam_user=user,
+        old_key_id=old_key_id,
+        started=started,
+        who=who,
+        keep_old=keep_old,
+        mode=mode,
+        old_key_created=_parse_time(data.get("old_key_created"), "old_key_created", required=False),
+        new_key_id=new_key_id,
+        new_key_created=_parse_time(data.get("new_key_created"), "new_key_created", required=False),
+    )

@@ -1,0 +1,312 @@
+"""Running commands on a registry host: one helper for every channel.
+
+A `Target` is one host for one task. Over SSH it is one Fabric connection,
+opened once; every remote step is one command on a new session of that
+connection (Fabric's ``create_session``). It is never reopened behind the
+task's back: a dropped connection is a `ConnectionLost`, so that no changing
+step can run on a new connection without the host lock (see `quilt_ops.lock`).
+
+Every command runs under coreutils ``timeout`` in its own process group, so it
+cannot outlive its time on the host, and when quilt-ops gives up on it (its own
+deadline, Ctrl-C) the whole group is killed there before anything else runs:
+no orphaned start script may recreate containers later.
+
+Secrets never go into a command line or an environment variable: content goes
+through a command's stdin.
+"""
+
+from __future__ import annotations
+
+import select
+import shlex
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import paramiko
+from fabric import Connection
+from invoke.runners import Result
+
+from . import ssh, stopping
+from .errors import ConnectionLost, NotStarted, RemoteTimeout
+
+#: Seconds a timed-out command gets between TERM and KILL on the host.
+KILL_AFTER = 5
+#: How much longer than the command's own time quilt-ops waits for it to end.
+GRACE = KILL_AFTER + 10
+#: The first line the wrapper writes to stderr: the process group to kill.
+PID_PREFIX = b"quilt-ops-pgid "
+#: ``timeout`` exits with these when it killed the command.
+TIMED_OUT = (124, 137)
+
+
+class RemoteResult(Result):
+    """Invoke's `Result` for a command run by quilt-ops, with the raw stdout bytes
+    (an env file is bytes, not text)."""
+
+    def __init__(self, stdout_bytes: bytes, stderr: str, exited: int, command: str, seconds: float) -> None:
+        super().__init__(
+            stdout=stdout_bytes.decode("utf-8", "replace"),
+            stderr=stderr,
+            exited=exited,
+            command=command,
+            hide=("stdout", "stderr"),
+        )
+        self.stdout_bytes = stdout_bytes
+        self.seconds = seconds
+
+
+class Process(Protocol):
+    """A command started on the host: write its stdin, read what it prints."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def close_stdin(self) -> None: ...
+
+    def read(self, wait: float) -> tuple[bytes, bytes]:
+        """What arrived on stdout and stderr within ``wait`` seconds (maybe nothing)."""
+        ...
+
+    def finished(self) -> bool:
+        """True once the command has exited and everything it printed was read."""
+        ...
+
+    def exit_code(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Target(Protocol):
+    """One host, for one task."""
+
+    name: str
+
+    def start(self, script: str, *, timeout: float, pty: bool = False) -> Process: ...
+
+    def run(
+        self,
+        script: str,
+        *,
+        timeout: float,
+        stdin: bytes | None = None,
+        on_wait: Callable[[float], None] | None = None,
+        what: str = "a command",
+    ) -> RemoteResult: ...
+
+    def close(self) -> None: ...
+
+
+def wrap(script: str, timeout: float, pty: bool = False) -> str:
+    """The command line that runs ``script`` bounded by ``timeout`` in its own process group.
+
+    It first writes its process group to stderr (`PID_PREFIX`). On a terminal,
+    ``timeout --foreground`` keeps the program in the terminal's foreground group
+    (else reading from the terminal would stop it); the hang-up when the session
+    closes ends that one.
+    """
+    seconds = max(1, int(timeout + 0.999))
+    foreground = "--foreground " if pty else ""
+    return (
+        f"printf '{PID_PREFIX.decode()}%s\\n' \"$$\" >&2; "
+        f"exec timeout {foreground}-k {KILL_AFTER} {seconds} sh -c {shlex.quote(script)}"
+    )
+
+
+def split_pid(stderr: bytes) -> tuple[int | None, bytes]:
+    """The wrapper's process group (checked: digits only) and the rest of stderr."""
+    if not stderr.startswith(PID_PREFIX):
+        return None, stderr
+    line, _, rest = stderr.partition(b"\n")
+    value = line[len(PID_PREFIX) :].strip()
+    if value.isdigit() and 1 < int(value) < 2**22:
+        return int(value), rest
+    return None, rest
+
+
+def kill_command(pgid: int) -> str:
+    """Kills a process group on the host and waits until it is gone: TERM, up to 3 s, then
+    KILL, up to 2 s more; also through sudo, for the root processes a script started with
+    sudo (if sudo works without a password)."""
+    group = f"-{int(pgid)}"
+    alive = f"{{ kill -0 -- {group} 2>/dev/null || sudo -n kill -0 -- {group} 2>/dev/null; }}"
+    signal = f"kill -{{s}} -- {group} 2>/dev/null; sudo -n kill -{{s}} -- {group} 2>/dev/null"
+    return (
+        f"{signal.format(s='TERM')}; i=0; while {alive} && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; "
+        f"{signal.format(s='KILL')}; i=0; while {alive} && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; true"
+    )
+
+
+class Runner:
+    """`Target.run` on top of `Target.start`: one loop for every command."""
+
+    name: str
+
+    def start(self, script: str, *, timeout: float, pty: bool = False) -> Process:  # pragma: no cover
+        raise NotImplementedError
+
+    def kill(self, pgid: int | None) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def run(
+        self,
+        script: str,
+        *,
+        timeout: float,
+        stdin: bytes | None = None,
+        on_wait: Callable[[float], None] | None = None,
+        what: str = "a command",
+    ) -> RemoteResult:
+        """Runs ``script`` with ``stdin`` (then EOF); returns when it exits.
+
+        ``on_wait(elapsed)`` is called about once a second while it runs.
+        Raises `RemoteTimeout` (after killing it on the host) when it runs past
+        ``timeout``, `ConnectionLost` when the connection drops.
+        """
+        started = time.monotonic()
+        process = self.start(script, timeout=timeout)
+        out, err = bytearray(), bytearray()
+        pgid: int | None = None
+        try:
+            if stdin:
+                process.send(stdin)
+            process.close_stdin()
+            ticked = started
+            while not process.finished():
+                chunk_out, chunk_err = process.read(0.2)
+                out += chunk_out
+                err += chunk_err
+                if pgid is None:
+                    pgid, _ = split_pid(bytes(err))
+                now = time.monotonic()
+                if on_wait is not None and now - ticked >= 1.0:
+                    on_wait(now - started)
+                    ticked = now
+                if stopping.stopping():
+                    raise stopping.Stopped()
+                if now - started > timeout + GRACE:
+                    self.kill(pgid)
+                    raise RemoteTimeout(
+                        f"{what} on {self.name} did not finish within {timeout:.0f}s; it was stopped there"
+                    )
+            code = process.exit_code()
+        except KeyboardInterrupt:
+            pgid = pgid or split_pid(bytes(err))[0]
+            self.kill(pgid)
+            raise
+        finally:
+            process.close()
+        seconds = time.monotonic() - started
+        _, rest = split_pid(bytes(err))
+        if code in TIMED_OUT and seconds >= timeout - 0.5:
+            # timeout(1) killed its own child; the rest of the group (docker clients under sudo)
+            # may still be going: nothing else runs until the whole group is gone.
+            self.kill(pgid)
+            raise RemoteTimeout(
+                f"{what} on {self.name} did not finish within {timeout:.0f}s; "
+                "it was stopped there, with everything it started"
+            )
+        return RemoteResult(bytes(out), rest.decode("utf-8", "replace"), code, script, seconds)
+
+
+class SshProcess:
+    """A command on a paramiko channel."""
+
+    def __init__(self, channel: paramiko.Channel, host: str) -> None:
+        self.channel = channel
+        self.host = host
+
+    def _lost(self, e: BaseException) -> ConnectionLost:
+        return ConnectionLost(f"lost the SSH connection to {self.host} ({type(e).__name__})")
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.channel.sendall(data)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise self._lost(e) from None
+
+    def close_stdin(self) -> None:
+        try:
+            self.channel.shutdown_write()
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise self._lost(e) from None
+
+    def read(self, wait: float) -> tuple[bytes, bytes]:
+        channel = self.channel
+        try:
+            if not (channel.recv_ready() or channel.recv_stderr_ready() or channel.exit_status_ready()):
+                select.select([channel], [], [], wait)
+            out = channel.recv(65536) if channel.recv_ready() else b""
+            err = channel.recv_stderr(65536) if channel.recv_stderr_ready() else b""
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise self._lost(e) from None
+        transport = channel.get_transport()
+        if not out and not err and (transport is None or not transport.is_active()):
+            raise ConnectionLost(f"lost the SSH connection to {self.host}")
+        return out, err
+
+    def finished(self) -> bool:
+        channel = self.channel
+        return channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready()
+
+    def exit_code(self) -> int:
+        return self.channel.recv_exit_status()
+
+    def close(self) -> None:
+        try:
+            self.channel.close()
+        except Exception:  # closing a channel of a dead transport: nothing left to do
+            pass
+
+
+class SshTarget(Runner):
+    """A registry host over one SSH connection for the whole task."""
+
+    def __init__(self, cxn: Connection, name: str | None = None, stack: str | None = None) -> None:
+        self.cxn = cxn
+        self.name = name or ssh.describe(cxn)
+        #: The CloudFormation stack this host was found from, if any.
+        self.stack = stack
+        self._transport: paramiko.Transport | None = None
+
+    def open(self) -> None:
+        """Opens the connection (once; a second call checks it is still the same one)."""
+        if self._transport is None:
+            self._transport = ssh.open_connection(self.cxn, self.name)
+        self.check_open()
+
+    def check_open(self) -> None:
+        """Raises `NotStarted` unless the connection opened first is still up."""
+        if self._transport is None or self.cxn.transport is not self._transport or not self._transport.is_active():
+            raise NotStarted(f"lost the SSH connection to {self.name}")
+
+    def start(self, script: str, *, timeout: float, pty: bool = False) -> Process:
+        if self._transport is None:
+            self.open()
+        self.check_open()
+        try:
+            channel = self.cxn.create_session()
+            if pty:
+                channel.get_pty(term="dumb", width=200, height=40)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise NotStarted(f"lost the SSH connection to {self.name} ({type(e).__name__})") from None
+        try:
+            channel.exec_command(wrap(script, timeout, pty))
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise ConnectionLost(f"lost the SSH connection to {self.name} ({type(e).__name__})") from None
+        return SshProcess(channel, self.name)
+
+    def kill(self, pgid: int | None) -> None:
+        """Best effort: kills a command's process group on the host over a new session."""
+        if pgid is None or self._transport is None or not self._transport.is_active():
+            return
+        try:
+            channel = self.cxn.create_session()
+            channel.settimeout(15)
+            channel.exec_command(kill_command(pgid))
+            channel.status_event.wait(15)
+            channel.close()
+        except Exception:  # the connection is going away; the host's own timeout still applies
+            pass
+
+    def close(self) -> None:
+        ssh.close(self.cxn)

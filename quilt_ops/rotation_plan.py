@@ -1,0 +1,227 @@
+"""Rotation's decisions, apart from any I/O: the plan, the resume decision, what may be deleted.
+
+Everything here is a pure function of what the executor (`quilt_ops.rotation`)
+read: the env file's key, the IAM user derived afresh, IAM's list of that
+user's keys, the journal left by a run that died. The executor does only what
+a `Plan` or a `ResumeDecision` lists, so the rules that keep an operator from
+losing a key live here, in one place, with table-driven tests.
+
+The rules:
+- the key the host's env file holds is never deactivated or deleted;
+- a fresh rotation deletes only a key that was there at pre-flight: an Inactive
+  spare (it holds IAM's second key slot), or, with ``--delete-other-active``,
+  an Active one;
+- resuming, the journal must agree with IAM: its user is the one derived afresh
+  (never the journal's word alone); its old key exists with the creation time
+  recorded and was created before the rotation started; its new key, if IAM
+  still has it, was created after the rotation started, at the time recorded.
+  Only that new key (when the host does not hold it) or, once the host runs
+  healthy on the new key, that old key, is ever deleted;
+- a key created by a run that died before recording it is never guessed at: the
+  operator is told, with the command that removes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+
+from .errors import Refused
+from .journal import Journal
+
+#: Clock difference tolerated between the operator's machine and IAM.
+SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Key:
+    """One of the IAM user's access keys, as IAM lists it."""
+
+    id: str
+    status: str
+    created: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status == "Active"
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """A key to delete (deactivated first if Active), and why that is allowed."""
+
+    key_id: str
+    why: str
+    deactivate_first: bool = True
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a fresh rotation does on one host."""
+
+    host: str
+    iam_user: str
+    user_source: str
+    old_key: Key
+    #: Keys to remove before creating the new one (IAM allows two keys a user).
+    make_room: tuple[Deletion, ...] = ()
+    keep_old: bool = False
+    key_count: int = 1
+
+
+def plan(
+    host: str,
+    host_key: str | None,
+    iam_user: str,
+    user_source: str,
+    keys: Iterable[Key],
+    keep_old: bool = False,
+    delete_other_active: bool = False,
+) -> Plan:
+    """The plan of a fresh rotation, or `Refused` (nothing changed) with the reason."""
+    keys = list(keys)
+    if not host_key:
+        raise Refused(f"the env file on {host} holds no access key ID; nothing was changed")
+    mine = [k for k in keys if k.id == host_key]
+    if not mine:
+        raise Refused(f"the host's key {host_key} does not belong to IAM user {iam_user}; nothing was changed")
+    if not mine[0].active:
+        raise Refused(
+            f"the host's key {host_key} is {mine[0].status} in IAM, so the registry cannot be using it; "
+            "fix that first; nothing was changed"
+        )
+    others = [k for k in keys if k.id != host_key]
+    room: list[Deletion] = []
+    if len(keys) >= 2:
+        for key in others:
+            if not key.active:
+                room.append(
+                    Deletion(
+                        key.id, "Inactive and not the host's: it holds the second key slot", deactivate_first=False
+                    )
+                )
+        active = [k.id for k in others if k.active]
+        if active and not delete_other_active:
+            raise Refused(
+                f"IAM user {iam_user} is at the two-key limit and {', '.join(active)} is Active and not the host's "
+                "(it may be in use elsewhere); delete it yourself or rerun with --delete-other-active; "
+                "nothing was changed"
+            )
+        room += [Deletion(k, "Active and not the host's (--delete-other-active)") for k in active]
+    return Plan(host, iam_user, user_source, mine[0], tuple(room), keep_old, len(keys))
+
+
+class Resume(str, Enum):
+    """What to do with a rotation a dead run left behind."""
+
+    #: The host holds the old key: undo what the dead run did, then rotate afresh.
+    ROLL_BACK = "roll back"
+    #: The host holds the new key: make sure the registry runs healthy on it, retire the old key.
+    FINISH = "finish"
+    #: The host holds the new key but the rotation must not go on (it was rolling
+    #: back, or IAM no longer has the new key): put the old file back, then delete the new key.
+    FINISH_ROLLBACK = "finish the rollback"
+
+
+@dataclass(frozen=True)
+class ResumeDecision:
+    action: Resume
+    #: The key the registry must run on (recreate the containers if it does not).
+    runs_on: str
+    #: The dead run's new key, proven to be its own: delete it (after the host is back on the old key).
+    delete_new: str | None = None
+    #: The old key, proven: retire it once the host runs healthy on the new key.
+    retire_old: str | None = None
+    #: Keys that may be the dead run's but cannot be proven so: the operator is told.
+    unproven: tuple[str, ...] = field(default=())
+
+
+def _same_second(a: datetime | None, b: datetime | None) -> bool:
+    if a is None or b is None:
+        return True  # nothing recorded to compare (checked by the time window instead)
+    return abs((a - b).total_seconds()) < 1
+
+
+def resume(journal: Journal, host: str, host_key: str | None, iam_user: str, keys: Iterable[Key]) -> ResumeDecision:
+    """The decision on an unfinished rotation, or `Refused` (nothing changed) when the
+    journal and IAM disagree or the host holds neither key."""
+    by_id = {k.id: k for k in keys}
+    where = f"the rotation journal on {host}"
+    if journal.iam_user != iam_user:
+        raise Refused(
+            f"{where} names IAM user {journal.iam_user}, but the host's key belongs to {iam_user}; "
+            "it was not written by this rotation: check it, then remove it; nothing was changed"
+        )
+    old = by_id.get(journal.old_key_id)
+    if old is not None and (
+        not _same_second(old.created, journal.old_key_created)
+        or (old.created is not None and old.created > journal.started + SKEW)
+    ):
+        raise Refused(
+            f"{where} names {journal.old_key_id} as the old key, but IAM's key of that name was created "
+            "at another time; check the journal, then remove it; nothing was changed"
+        )
+    new = by_id.get(journal.new_key_id) if journal.new_key_id else None
+    if new is not None and (
+        not _same_second(new.created, journal.new_key_created)
+        or (new.created is not None and new.created < journal.started - SKEW)
+    ):
+        raise Refused(
+            f"{where} names {journal.new_key_id} as its new key, but IAM's key of that name was not "
+            "created by that rotation; check the journal, then remove it; nothing was changed"
+        )
+    unproven: tuple[str, ...] = ()
+    if journal.step == "creating":
+        unproven = tuple(
+            sorted(
+                k.id
+                for k in by_id.values()
+                if k.id != journal.old_key_id
+                and k.id != host_key
+                and k.created is not None
+                and k.created >= journal.started - SKEW
+            )
+        )
+    if host_key == journal.old_key_id:
+        if old is None or not old.active:
+            raise Refused(
+                f"the host's key {host_key} is not Active in IAM; {where} cannot be finished safely; "
+                "nothing was changed"
+            )
+        return ResumeDecision(Resume.ROLL_BACK, runs_on=old.id, delete_new=new.id if new else None, unproven=unproven)
+    if journal.new_key_id and host_key == journal.new_key_id:
+        new_usable = new is not None and new.active
+        if journal.step == "rolling-back" or not new_usable:
+            if old is None or not old.active:
+                raise Refused(
+                    f"the host holds {host_key}, which the rotation must give up, but the old key "
+                    f"{journal.old_key_id} is not Active in IAM any more; a person must look; "
+                    "nothing was changed"
+                )
+            return ResumeDecision(Resume.FINISH_ROLLBACK, runs_on=old.id, delete_new=new.id if new else None)
+        return ResumeDecision(Resume.FINISH, runs_on=host_key, retire_old=old.id if old else None)
+    raise Refused(
+        f"the env file on {host} holds {host_key or 'no key'}, neither the old key {journal.old_key_id} "
+        f"nor the new key {journal.new_key_id or '(none recorded)'} of the unfinished rotation; "
+        "check it by hand, then remove the journal; nothing was changed"
+    )
+
+
+def check_deletion(key_id: str, host_key: str | None, allowed: Iterable[str]) -> None:
+    """The last check before an IAM delete or deactivate: never the host's key, and only
+    a key the plan or the resume decision named."""
+    if key_id == host_key:
+        raise Refused(f"refusing to retire {key_id}: it is the key the host's env file holds")
+    if key_id not in set(allowed):
+        raise Refused(f"refusing to retire {key_id}: neither the plan nor the journal names it")
+
+
+def shared_keys(host_keys: Mapping[str, str | None]) -> dict[str, list[str]]:
+    """Keys held by more than one host of a run: key ID -> hosts."""
+    by_key: dict[str, list[str]] = {}
+    for host, key in host_keys.items():
+        if key:
+            by_key.setdefault(key, []).append(host)
+    return {key: hosts for key, hosts in by_key.items() if len(hosts) > 1}
