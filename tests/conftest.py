@@ -1,62 +1,71 @@
+"""Fixtures: one sandbox host per pytest worker, reset directly (never by the tool under test).
+
+With pytest-xdist each worker owns a sandbox host of its own (worker 0 the main
+host, in the real host's shape and names; others the same shape under other
+names, users and folders), so tests on different workers never share host
+state. Tests that need a host of another shape bring it up themselves.
+"""
+
+from __future__ import annotations
+
 import json
 import os
-import subprocess
-import sys
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from tests.sandbox import SANDBOX, Aws, bring_up
+from tests.tool import AwsSide, Operator
+
+
+def _worker_number(worker_id: str) -> int:
+    """This worker's host number: 0 is the main host. QUILT_OPS_SANDBOX_WORKER_BASE offsets it, so
+    that two test sessions on one machine (two developers' helpers) never share a host."""
+    base = int(os.environ.get("QUILT_OPS_SANDBOX_WORKER_BASE", "0"))
+    return (int(worker_id[2:]) if worker_id.startswith("gw") else 0) + base
 
 
 @pytest.fixture(scope="session")
-def sandbox():
-    """The sandbox host, brought up once per test session.
+def sandbox_host(worker_id: str) -> Any:
+    """This worker's sandbox host, brought up once per session.
 
     Skips with the reason when it cannot be had (no docker, no sshd, not root),
     unless QUILT_OPS_REQUIRE_SANDBOX=1 (set by .ci/run) turns that into a failure.
     """
-    box, reason = bring_up()
-    if box is None:
+    try:
+        from registry_sandbox import MAIN, Sandbox, worker_shape
+
+        number = _worker_number(worker_id)
+        host = Sandbox().up(MAIN if number == 0 else worker_shape(number))
+    except Exception as e:  # anything that stops the sandbox: say it once, skip or fail
+        reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
         if os.environ.get("QUILT_OPS_REQUIRE_SANDBOX") == "1":
             pytest.fail(f"sandbox required but unavailable: {reason}")
         pytest.skip(f"sandbox unavailable: {reason}")
-    return box
+    return host
 
 
 @pytest.fixture
-def host(sandbox):
-    """The sandbox, restored to a healthy state after the test."""
-    yield sandbox
-    sandbox.restore()
+def host(sandbox_host: Any) -> Iterator[Operator]:
+    """The worker's host as an operator sees it; put back to a healthy baseline after the test."""
+    operator = Operator(sandbox_host)
+    yield operator
+    sandbox_host.reset()
 
 
 @pytest.fixture
-def aws(host):
-    """The sandbox's AWS as the operator sees it; faults cleared and IAM healed after the test."""
-    client = Aws(host)
-    client.clear()
-    yield client
-    client.clear()
-    heal(host, client)
-
-
-def heal(host, aws):
-    """After a test: sandbox parts up, any unfinished rotation finished, keys the host does not
-    use removed, so that one failure does not cascade into the next tests."""
-    subprocess.run([sys.executable, str(SANDBOX), "up"], capture_output=True, timeout=600)
-    if (host.env_file.parent / ".registry.quilt-ops-rotation.json").exists():
-        host.run("rotate-keys")
-    host_key = host.host_key_id()
-    for key_id in aws.keys():
-        if key_id != host_key:
-            aws.iam.delete_access_key(UserName=aws.user, AccessKeyId=key_id)
-    host.restore()
+def aws(host: Operator) -> Iterator[AwsSide]:
+    """The host's AWS side (moto), faults cleared before and after the test."""
+    side = AwsSide(host.host)
+    side.clear()
+    yield side
+    side.clear()
 
 
 SUITES = ("faults", "bad_input", "leaks", "concurrency", "security")
 
 
-def pytest_runtest_logreport(report):
+def pytest_runtest_logreport(report: Any) -> None:
     """With QUILT_OPS_RELIABILITY_LOG set, records each reliability case's outcome (for scripts/reliability)."""
     path = os.environ.get("QUILT_OPS_RELIABILITY_LOG")
     if not path or report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):

@@ -1,16 +1,13 @@
 """`fab create-admin` against the sandbox's create_admin stand-in (a real PTY, real prompts)."""
 
-import json
-import os
-import pty
-import select
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.sandbox import ROOT, ProcessWatcher
+from tests.checks import ProcessWatcher
+from tests.terminal import on_terminal
+from tests.tool import ROOT, executable, one_error
 
 pytestmark = pytest.mark.sandbox
 
@@ -20,8 +17,7 @@ PASSWORD = "Tr0ub4dor-and-3"
 @pytest.fixture
 def users(host):
     """The stand-in's user storage (the sandbox's stand-in for the RDS database)."""
-    path = host.dir / "db" / "users"
-    yield path
+    yield host.users_file
 
 
 def stored(users):
@@ -33,77 +29,57 @@ def unique(name):
 
 
 def create(host, username, email, password=PASSWORD, *args, **kw):
-    return host.run("create-admin", "--username", username, "--email", email, "--password-stdin", *args,
-                    input=password + "\n", **kw)
-
-
-def one_error(result):
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    return lines[0]
+    return host.run(
+        "create-admin", "--username", username, "--email", email, "--password-stdin", *args, input=password + "\n", **kw
+    )
 
 
 def test_creates_an_admin_then_refuses_the_same_username_and_email(host, users):
     name = unique("admin")
     result = create(host, name, f"{name}@example.com")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"Admin {name} created on sandbox" in result.stdout
+    assert f"Admin {name} created on {host.alias}" in result.stdout
     assert [name, f"{name}@example.com"] in stored(users)
     again = create(host, name, f"other-{name}@example.com")
-    assert again.returncode == 1
+    assert again.returncode == 4
     assert "Username already taken." in one_error(again)
     same_email = create(host, unique("other"), f"{name}@example.com")
-    assert same_email.returncode == 1
+    assert same_email.returncode == 4
     assert "Email already taken." in one_error(same_email)
-    record = json.loads((host.dir / "audit.log").read_text().splitlines()[-3])
-    assert record["task"] == "create-admin" and record["username"] == name and record["outcome"] == "created"
+    ends = [r for r in host.audit_records() if r["task"] == "create-admin" and r["event"] == "end"]
+    record = ends[-3]
+    assert record["username"] == name and record["outcome"] == "created"
+    assert ends[-2]["outcome"] == "failed" and "Username already taken" in ends[-2]["error"]
 
 
 def test_password_from_the_environment(host, users):
     name = unique("envpw")
-    result = host.run("create-admin", "--username", name, "--email", f"{name}@example.com",
-                      env={"QUILT_ADMIN_PASSWORD": PASSWORD})
+    result = host.run(
+        "create-admin", "--username", name, "--email", f"{name}@example.com", env={"QUILT_ADMIN_PASSWORD": PASSWORD}
+    )
     assert result.returncode == 0, result.stderr
     assert [name, f"{name}@example.com"] in stored(users)
 
 
 def run_on_terminal(host, args, answers, timeout=60):
     """Runs fab on a real local pseudo-terminal, typing each answer after its prompt."""
-    exe = shutil.which("fab")
-    cmd = [exe, "-S", str(host.ssh_config), "-f", str(host.fabric_config), "-H", "sandbox", *args]
-    env = host.tool_env()
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.chdir(ROOT)
-        os.execve(exe, cmd, env)
-    output = b""
-    deadline = time.monotonic() + timeout
-    pending = list(answers)
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(fd, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                output += chunk
-            if pending and output.rstrip().endswith(pending[0][0].encode()):
-                os.write(fd, pending.pop(0)[1].encode() + b"\n")
-        _, status = os.waitpid(pid, 0)
-    finally:
-        os.close(fd)
-    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+    exe = executable("fab")
+    cmd = [exe, "-S", str(host.ssh_config), "-f", str(host.fabric_config), "-H", host.alias, *args]
+    return on_terminal(cmd, host.tool_env(), str(ROOT), answers, timeout)
 
 
 def test_everything_asked_on_the_local_terminal(host, users):
     name = unique("tty")
-    code, output = run_on_terminal(host, ["create-admin"], [
-        ("Username:", name), ("Email:", f"{name}@example.com"), ("Password:", PASSWORD),
-        ("Confirm password:", PASSWORD)])
+    code, output = run_on_terminal(
+        host,
+        ["create-admin"],
+        [
+            ("Username:", name),
+            ("Email:", f"{name}@example.com"),
+            ("Password:", PASSWORD),
+            ("Confirm password:", PASSWORD),
+        ],
+    )
     assert code == 0, output
     assert f"Admin {name} created" in output
     assert PASSWORD not in output  # typed with echo off
@@ -112,41 +88,13 @@ def test_everything_asked_on_the_local_terminal(host, users):
 
 def test_mismatched_local_confirmation_is_refused_before_the_host_is_contacted(host, users):
     logins = host.accepted_logins()
-    code, output = run_on_terminal(host, ["create-admin", "--username", "mallory", "--email", "m@example.com"],
-                                   [("Password:", PASSWORD), ("Confirm password:", PASSWORD + "x")])
-    assert code == 2, output
+    code, output = run_on_terminal(
+        host,
+        ["create-admin", "--username", "mallory", "--email", "m@example.com"],
+        [("Password:", PASSWORD), ("Confirm password:", PASSWORD + "x")],
+    )
+    assert code == 64, output
     assert "Passwords don't match!" in output
-    assert host.accepted_logins() == logins
-
-
-@pytest.mark.parametrize("username", ["Alice", "1alice", "team", "quilt", "$(touch /tmp/quilt-ops-pwned)", "a;b",
-                                      "a'b", 'a"b', "a\nb", "a`touch /tmp/quilt-ops-pwned`"])
-def test_invalid_usernames_are_refused_locally(host, users, username):
-    Path("/tmp/quilt-ops-pwned").unlink(missing_ok=True)
-    logins, before = host.accepted_logins(), stored(users)
-    result = create(host, username, "ok@example.com")
-    assert result.returncode == 2
-    assert "Invalid username" in one_error(result)
-    assert host.accepted_logins() == logins
-    assert stored(users) == before
-    assert not Path("/tmp/quilt-ops-pwned").exists()
-
-
-@pytest.mark.parametrize("email", ["no-at-sign", "a@b@c", "a b@c", "@example.com", "$(touch /tmp/quilt-ops-pwned)"])
-def test_invalid_emails_are_refused_locally(host, users, email):
-    logins = host.accepted_logins()
-    result = create(host, "valid_name", email)
-    assert result.returncode == 2
-    assert "Invalid email" in one_error(result)
-    assert host.accepted_logins() == logins
-    assert not Path("/tmp/quilt-ops-pwned").exists()
-
-
-def test_short_password_is_refused_locally(host):
-    logins = host.accepted_logins()
-    result = create(host, "valid_name", "v@example.com", password="short")
-    assert result.returncode == 2
-    assert "at least 8 characters" in one_error(result)
     assert host.accepted_logins() == logins
 
 
@@ -157,7 +105,7 @@ def test_unreachable_database_gives_a_clear_error_and_no_hang(host, users):
     with host.fault("db-down"):
         result = create(host, unique("dbdown"), "dbdown@example.com", PASSWORD, "--timeout", "30")
     assert time.monotonic() - started < 30
-    assert result.returncode == 1
+    assert result.returncode == 4
     line = one_error(result)
     assert "the program ended (exit code 1) before asking 'Password:'" in line
     assert "could not connect to server" in line
@@ -165,16 +113,16 @@ def test_unreachable_database_gives_a_clear_error_and_no_hang(host, users):
 
 
 def test_prompt_that_never_appears_times_out(host, tmp_path):
-    hang = host.home / "hang.sh"
+    hang = host.registry_dir / "hang.sh"
     hang.write_text("#!/bin/sh\necho 'starting...'\nsleep 30\n")
     hang.chmod(0o755)
-    shutil.chown(hang, "ec2-user", "ec2-user")
+    shutil.chown(hang, host.login_user, host.login_user)
     config = host.write_config(tmp_path / "c.yaml", create_admin_script="./hang.sh")
     try:
         started = time.monotonic()
         result = create(host, "valid_name", "v@example.com", PASSWORD, "--timeout", "3", config=config)
         assert time.monotonic() - started < 20
-        assert result.returncode == 1
+        assert result.returncode == 4
         line = one_error(result)
         assert "no 'Username:' prompt within 3s" in line and "starting..." in line
     finally:
@@ -185,14 +133,14 @@ def test_prompt_that_never_appears_times_out(host, tmp_path):
 def test_password_never_leaks(host, users):
     name = unique("leak")
     password = "Leak-Canary-" + name
-    audit_before = (host.dir / "audit.log").read_text()
+    audit_before = host.audit_log.read_text() if host.audit_log.exists() else ""
     with ProcessWatcher() as watcher:
         result = create(host, name, f"{name}@example.com", password=password)
         failed = create(host, name, f"{name}@example.com", password=password)  # already taken: error path
-    assert result.returncode == 0 and failed.returncode == 1
+    assert result.returncode == 0 and failed.returncode == 4
     everything = result.stdout + result.stderr + failed.stdout + failed.stderr
     assert password not in everything
-    assert password not in (host.dir / "audit.log").read_text()[len(audit_before):]
+    assert password not in host.audit_log.read_text()[len(audit_before) :]
     assert password not in users.read_text()
     for blob in watcher.seen:
         assert password.encode() not in blob, "the password was on a command line or in an environment"
@@ -211,10 +159,10 @@ def test_dry_run_changes_nothing(host, users):
 def test_env_file_lines_bash_cannot_run_do_not_reach_the_output(host, tmp_path):
     """Sourcing env/registry runs each line in bash; one it cannot run must not echo a value,
     even in the output shown when the program fails."""
-    failing = host.home / "fails.sh"
+    failing = host.registry_dir / "fails.sh"
     failing.write_text("#!/bin/sh\nexit 3\n")
     failing.chmod(0o755)
-    shutil.chown(failing, "ec2-user", "ec2-user")
+    shutil.chown(failing, host.login_user, host.login_user)
     config = host.write_config(tmp_path / "c.yaml", create_admin_script="./fails.sh")
     original = host.env_file.read_bytes()
     host.env_file.write_bytes(b"SMTP_PASSWORD=with space-canary-48151623\n" + original)
@@ -223,6 +171,6 @@ def test_env_file_lines_bash_cannot_run_do_not_reach_the_output(host, tmp_path):
     finally:
         host.env_file.write_bytes(original)
         failing.unlink()
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert "the program ended (exit code 3)" in result.stderr
     assert "canary-48151623" not in result.stdout + result.stderr

@@ -8,8 +8,11 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.security]
 
 
 def ssh_config_without_known_hosts(host, path):
-    lines = [line for line in host.ssh_config.read_text().splitlines()
-             if "UserKnownHostsFile" not in line and "StrictHostKeyChecking" not in line]
+    lines = [
+        line
+        for line in host.ssh_config.read_text().splitlines()
+        if "UserKnownHostsFile" not in line and "StrictHostKeyChecking" not in line
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -31,11 +34,11 @@ def test_unknown_host_key_is_refused_with_trust_hint(host, tmp_path):
 def test_restart_on_unknown_host_key_changes_nothing(host, tmp_path):
     ssh_config = ssh_config_without_known_hosts(host, tmp_path / "ssh_config")
     config = host.write_config(tmp_path / "c.yaml", known_hosts=str(tmp_path / "none"))
-    before = host.container_ids()
+    before = host.container_states()
     result = host.run("restart", config=config, ssh_config=ssh_config)
     assert result.returncode == 3
     assert result.stderr.startswith("Error: host key of [127.0.0.1]:")
-    assert host.container_ids() == before
+    assert host.container_states() == before
 
 
 def test_accept_new_records_the_key_then_it_is_known(host, tmp_path):
@@ -62,6 +65,39 @@ def test_changed_host_key_is_always_refused(host, tmp_path, policy):
     result = host.run("health", config=config, ssh_config=ssh_config)
     assert result.returncode == 3
     assert "CHANGED" in result.stdout
+
+
+def test_point_10_17_proxyjump_hops_are_checked_too(host, tmp_path):
+    """The target's key is known, the hop's (another sshd, named localhost: Fabric drops a hop
+    that has the target's own host name) is not: the hop is refused, as the target would be;
+    Fabric alone accepts any hop silently."""
+    with host.reshaped(aliases=2):
+        target_port, hop_port = host.ssh_ports[1], host.ssh_ports[2]
+        identity = next(
+            line.split()[1]
+            for line in host.ssh_config.read_text().splitlines()
+            if line.strip().startswith("IdentityFile")
+        )
+        ssh_config = tmp_path / "ssh_config"
+        ssh_config.write_text(
+            f"Host target\n    HostName 127.0.0.1\n    Port {target_port}\n    User {host.login_user}\n"
+            f"    IdentityFile {identity}\n    IdentitiesOnly yes\n"
+            f"    ProxyJump {host.login_user}@localhost:{hop_port}\n"
+            f"Host localhost\n    IdentityFile {identity}\n    IdentitiesOnly yes\n"
+        )
+        known = tmp_path / "known_hosts"
+        key = next(
+            line.split(None, 1)[1]
+            for line in host.known_hosts.read_text().splitlines()
+            if line.startswith(f"[127.0.0.1]:{target_port} ")
+        )
+        known.write_text(f"[127.0.0.1]:{target_port} {key}\n")
+        config = host.write_config(tmp_path / "c.yaml", known_hosts=str(known))
+        result = host.run("health", config=config, ssh_config=ssh_config, host="target")
+        assert result.returncode == 3, result.stdout + result.stderr
+        assert f"[localhost]:{hop_port}" in result.stdout and "not known" in result.stdout
+        known.write_text(f"[127.0.0.1]:{target_port} {key}\n[localhost]:{hop_port} {key}\n")
+        assert host.run("health", config=config, ssh_config=ssh_config, host="target").returncode == 0
 
 
 def test_user_known_hosts_file_from_ssh_config_is_honoured(host, tmp_path):

@@ -15,11 +15,8 @@ worker's host.
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +34,8 @@ if str(ROOT / "scripts") not in sys.path:
 
 from registry_sandbox import MAIN, Host, HostShape, Sandbox, SandboxError, worker_shape  # noqa: E402
 from registry_sandbox.home import sudoers_file  # noqa: E402
+
+from tests.terminal import on_terminal as run_on_terminal  # noqa: E402
 
 # One worker runs them all, in order (they share module fixtures: the NAMES host, the foreign engine).
 pytestmark = [pytest.mark.sandbox, pytest.mark.xdist_group("sandbox-self")]
@@ -71,7 +70,9 @@ def sb() -> Sandbox:
 def own_shape(config: pytest.Config) -> HostShape:
     """This worker's host shape: MAIN without xdist or on gw0, worker_shape(N) on gwN."""
     worker = getattr(config, "workerinput", {}).get("workerid", "master")
-    number = int(worker[2:]) if worker.startswith("gw") else 0
+    number = (int(worker[2:]) if worker.startswith("gw") else 0) + int(
+        os.environ.get("QUILT_OPS_SANDBOX_WORKER_BASE", "0")
+    )
     return MAIN if number == 0 else worker_shape(number)
 
 
@@ -416,33 +417,7 @@ def test_start_fails_unless_the_last_key_line_names_the_key(host: Host) -> None:
 def on_terminal(host: Host, args: list[str], answers: list[tuple[str, str]], timeout: float = 60) -> tuple[int, str]:
     """Runs create_admin.sh as the login user on a pseudo-terminal, typing each answer after its prompt."""
     argv = ["/usr/sbin/runuser", "-u", host.login_user, "--", "./create_admin.sh", *args]
-    env = host.login_env()
-    pid, fd = pty.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.chdir(host.registry_dir)
-        os.execve(argv[0], argv, env)
-    output = b""
-    pending = list(answers)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(fd, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                output += chunk
-            if pending and output.rstrip().endswith(pending[0][0].encode()):
-                os.write(fd, pending.pop(0)[1].encode() + b"\n")
-        else:
-            os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
-    finally:
-        os.close(fd)
-    return os.waitstatus_to_exitcode(status), output.decode(errors="replace").replace("\r\n", "\n")
+    return run_on_terminal(argv, host.login_env(), str(host.registry_dir), answers, timeout)
 
 
 def unique(prefix: str) -> str:

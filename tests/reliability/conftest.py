@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.sandbox import losses, record_losses
+from tests.checks import losses, record_losses
 
 
 @pytest.fixture

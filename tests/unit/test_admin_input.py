@@ -4,13 +4,32 @@ import io
 
 import pytest
 
-from quilt_ops.admin import Admin, InvalidInput, gather, mask, tail, validate
+from quilt_ops.admin import Admin, AdminFailed, InvalidInput, Session, gather, masker, validate
+from quilt_ops.config import Settings
 
-GOOD = dict(username="alice", email="alice@example.com", password="correct horse")
+GOOD = {"username": "alice", "email": "alice@example.com", "password": "correct horse"}
 
 
-@pytest.mark.parametrize("username", ["Alice", "1alice", "team", "public", "anonymous", "quilt", "$(touch /tmp/x)",
-                                      "a;b", "a'b", 'a"b', "a\nb", "", "al ice", "a-b", "ünï"])
+@pytest.mark.parametrize(
+    "username",
+    [
+        "Alice",
+        "1alice",
+        "team",
+        "public",
+        "anonymous",
+        "quilt",
+        "$(touch /tmp/x)",
+        "a;b",
+        "a'b",
+        'a"b',
+        "a\nb",
+        "",
+        "al ice",
+        "a-b",
+        "ünï",
+    ],
+)
 def test_invalid_usernames(username):
     with pytest.raises(InvalidInput, match="Invalid username"):
         validate(Admin(username, GOOD["email"], GOOD["password"]))
@@ -30,6 +49,12 @@ def test_short_password():
 def test_password_with_line_break_is_refused():
     with pytest.raises(InvalidInput):
         validate(Admin("alice", "a@b", "12345678\nx"))
+
+
+@pytest.mark.parametrize("char", ["\x11", "\x13", "\x16", "\x1a", "\x1c", "\x03", "\x04", "\x7f", "\x1b", "\t"])
+def test_point_10_16_control_characters_are_refused_locally(char):
+    with pytest.raises(InvalidInput, match="control characters"):
+        validate(Admin("alice", "a@b", f"good-pass{char}word"))
 
 
 @pytest.mark.parametrize("username", ["alice", "a", "a_1", "teams", "quilt_ops"])
@@ -70,8 +95,100 @@ def test_repr_hides_the_password():
     assert "s3cret" not in repr(Admin("alice", "a@b", "s3cret-pass"))
 
 
-def test_mask_and_tail():
-    out = "Username: alice\r\nPassword: s3cret-pass\r\nError: Invalid email.\r\n"
-    assert "s3cret" not in mask(out, "s3cret-pass")
-    assert tail(out, "s3cret-pass").endswith("Error: Invalid email.")
-    assert "s3cret" not in tail(out, "s3cret-pass")
+def test_masking_hides_the_password_and_env_values():
+    out = "Username: alice\r\nPassword: s3cret-pass\r\nsmtp=smtp-secret-value\r\nError: Invalid email.\r\n"
+    mask = masker(Admin("alice", "a@b", "s3cret-pass"), b"SMTP_PASSWORD=smtp-secret-value\n")
+    shown = mask(out)
+    assert "s3cret" not in shown and "smtp-secret-value" not in shown and "Error: Invalid email." in shown
+
+
+class FakeProcess:
+    """A create_admin run that prints ``script`` pieces as it is answered."""
+
+    def __init__(self, script, code):
+        self.script = list(script)
+        self.code = code
+        self.sent = []
+        self.pending = self.script.pop(0) if self.script else b""
+
+    def send(self, data):
+        self.sent.append(data)
+        if self.script:
+            self.pending += self.script.pop(0)
+
+    def read(self, wait):
+        out, self.pending = self.pending, b""
+        return out, b""
+
+    def finished(self):
+        return not self.pending and not self.script and len(self.sent) >= self.answers
+
+    def exit_code(self):
+        return self.code
+
+    def close(self):
+        pass
+
+
+class FakeTarget:
+    name = "h"
+
+    def __init__(self, process):
+        self.process = process
+
+    def start(self, script, timeout, pty=False):
+        return self.process
+
+
+def drive(pieces, code, answers):
+    process = FakeProcess(pieces, code)
+    process.answers = answers
+    session = Session(
+        FakeTarget(process),
+        Settings(),
+        Admin("alice", "a@b", "good-password"),
+        5,
+        masker(Admin("alice", "a@b", "good-password")),
+    )
+    return session.run()
+
+
+def test_success_only_on_success_line():
+    assert (
+        drive([b"Username: ", b"Email: ", b"Password: ", b"\r\nConfirm password: ", b"\r\nSuccess.\r\n"], 0, 4)
+        == "Success."
+    )
+
+
+@pytest.mark.parametrize("code", [0, 2])
+def test_point_9_6_an_error_line_is_a_refusal_whatever_the_exit_status(code):
+    with pytest.raises(AdminFailed, match="Username already taken"):
+        drive(
+            [
+                b"Username: ",
+                b"Email: ",
+                b"Password: ",
+                b"\r\nConfirm password: ",
+                b"\r\nError: Username already taken.\r\n",
+            ],
+            code,
+            4,
+        )
+
+
+def test_point_9_6_a_refusal_right_after_the_password_is_reported_not_waited_on():
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(AdminFailed, match="at least 8 characters"):
+        drive(
+            [b"Username: ", b"Email: ", b"Password: ", b"\r\nError: Password must be at least 8 characters long.\r\n"],
+            0,
+            3,
+        )
+    assert time.monotonic() - started < 2
+
+
+def test_exit_zero_without_success_is_a_failure():
+    with pytest.raises(AdminFailed, match="without saying Success"):
+        drive([b"Username: ", b"Email: ", b"Password: ", b"\r\nConfirm password: ", b"\r\nbye\r\n"], 0, 4)

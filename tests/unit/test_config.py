@@ -3,9 +3,10 @@
 import pytest
 from invoke.exceptions import Exit
 
-from quilt_ops.config import DEFAULTS, Settings
+from quilt_ops.config import DEFAULTS, Containers, Settings, defaults
 from quilt_ops.errors import ConfigError
 from quilt_ops.executor import check_environment
+from quilt_ops.status import ExitStatus
 
 
 def test_defaults_match_the_real_host():
@@ -14,39 +15,96 @@ def test_defaults_match_the_real_host():
     assert s.env_file == "env/registry"
     assert s.start_script == "./start.sh"
     assert s.create_admin_script == "./create_admin.sh"
-    assert s.containers == ("registry", "catalog", "registry-nginx")
+    assert s.containers == Containers("registry", "catalog", "registry-nginx")
+    assert s.containers.names == ("registry", "catalog", "registry-nginx")
     assert s.probes == {"registry": "http://localhost:5000/healthcheck", "catalog": "http://localhost:80/"}
+    assert s.docker == "auto" and s.sudo == "sudo -n"
     assert s.host_key_policy == "reject"
     assert s.connect_timeout == 10
     assert s.restart_timeout == 120
+    assert s.probe_interval == 0.5
     assert s.known_hosts.endswith("/.ssh/known_hosts")
+
+
+def test_defaults_are_declared_once():
+    assert defaults()["containers"] == {"registry": "registry", "catalog": "catalog", "nginx": "registry-nginx"}
+    loaded, declared = Settings.load({}), Settings()
+    assert loaded.containers == declared.containers and loaded.probes == declared.probes
+    assert loaded.known_hosts.endswith(declared.known_hosts[1:])
 
 
 def test_missing_section_means_defaults():
     assert Settings.load({}) == Settings.load({"quilt": DEFAULTS})
 
 
-@pytest.mark.parametrize("key,value,words", [
-    ("host_key_policy", "accept-all", "quilt.host_key_policy"),
-    ("connect_timeout", "soon", "quilt.connect_timeout"),
-    ("connect_timeout", -1, "quilt.connect_timeout"),
-    ("connect_timeout", True, "quilt.connect_timeout"),
-    ("restart_timeout", [1], "quilt.restart_timeout"),
-    ("containers", [], "quilt.containers"),
-    ("containers", ["registry", "a b"], "quilt.containers"),
-    ("containers", {"a": 1}, "quilt.containers"),
-    ("containers", "registry", "quilt.containers"),
-    ("hosts", "a,b", "quilt.hosts"),
-    ("probes", ["http://x"], "quilt.probes"),
-    ("probes", {"registry": "ftp://x/"}, "quilt.probes.registry"),
-    ("probes", {"a b": "http://x/"}, "quilt.probes"),
-    ("env_file", "/etc/passwd", "quilt.env_file"),
-    ("env_file", "../x", "quilt.env_file"),
-    ("env_file", 3, "quilt.env_file"),
-    ("start_script", "", "quilt.start_script"),
-    ("registry_dir", 5, "quilt.registry_dir"),
-    ("hosts", [1], "quilt.hosts"),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ({"registry": "qr-app", "catalog": "qr-web", "nginx": "qr-proxy"}, ("qr-app", "qr-web", "qr-proxy")),
+        (["qr-app", "qr-web", "qr-proxy"], ("qr-app", "qr-web", "qr-proxy")),
+    ],
+)
+def test_container_roles_as_mapping_or_ordered_list(value, expected):
+    settings = Settings.load({"quilt": {"containers": value}})
+    assert settings.containers.names == expected
+    assert settings.containers.registry == expected[0]
+    assert settings.containers.role_of(expected[2]) == "nginx"
+
+
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("", ""),
+        ("~", ""),
+        ("~/", ""),
+        ("~/quilt", "quilt"),
+        ("quilt/", "quilt"),
+        ("/opt/quilt", "/opt/quilt"),
+        ("deploy/quilt", "deploy/quilt"),
+    ],
+)
+def test_registry_dir_forms(value, expected):
+    assert Settings.load({"quilt": {"registry_dir": value}}).registry_dir == expected
+
+
+@pytest.mark.parametrize(
+    "key,value,words",
+    [
+        ("host_key_policy", "accept-all", "quilt.host_key_policy"),
+        ("connect_timeout", "soon", "quilt.connect_timeout"),
+        ("connect_timeout", -1, "quilt.connect_timeout"),
+        ("connect_timeout", True, "quilt.connect_timeout"),
+        ("restart_timeout", [1], "quilt.restart_timeout"),
+        ("probe_interval", 0.1, "quilt.probe_interval"),
+        ("containers", [], "quilt.containers"),
+        ("containers", ["registry", "catalog"], "quilt.containers"),
+        ("containers", ["registry", "a b", "c"], "quilt.containers.catalog"),
+        ("containers", {"a": 1}, "quilt.containers"),
+        ("containers", {"registry": "r", "catalog": "c"}, "quilt.containers"),
+        ("containers", {"registry": "-rm", "catalog": "c", "nginx": "n"}, "quilt.containers.registry"),
+        ("containers", {"registry": "r", "catalog": "c;reboot", "nginx": "n"}, "quilt.containers.catalog"),
+        ("containers", {"registry": "r", "catalog": "r", "nginx": "n"}, "three different"),
+        ("containers", "registry", "quilt.containers"),
+        ("hosts", "a,b", "quilt.hosts"),
+        ("probes", ["http://x"], "quilt.probes"),
+        ("probes", {}, "quilt.probes"),
+        ("probes", {"registry": "ftp://x/"}, "quilt.probes.registry"),
+        ("probes", {"registry": "http://x/'$(reboot)'"}, "quilt.probes.registry"),
+        ("probes", {"a b": "http://x/"}, "quilt.probes"),
+        ("env_file", "/etc/passwd", "quilt.env_file"),
+        ("env_file", "../x", "quilt.env_file"),
+        ("env_file", "~/x", "quilt.env_file"),
+        ("env_file", 3, "quilt.env_file"),
+        ("env_file", "env/\nregistry", "quilt.env_file"),
+        ("start_script", "", "quilt.start_script"),
+        ("start_script", "../start.sh", "quilt.start_script"),
+        ("registry_dir", 5, "quilt.registry_dir"),
+        ("registry_dir", "~root/x", "quilt.registry_dir"),
+        ("docker", "", "quilt.docker"),
+        ("sudo", 1, "quilt.sudo"),
+        ("hosts", [1], "quilt.hosts"),
+    ],
+)
 def test_bad_values_are_refused_naming_the_key(key, value, words):
     with pytest.raises(ConfigError) as e:
         Settings.load({"quilt": {key: value}})
@@ -68,13 +126,13 @@ def test_environment_variables_are_checked_before_invoke_casts_them():
     check_environment({"FABRIC_QUILT_CONNECT_TIMEOUT": "5", "FABRIC_QUILT_ENV_FILE": "env/x"})
     with pytest.raises(Exit) as e:
         check_environment({"FABRIC_QUILT_CONNECT_TIMEOUT": "soon"})
-    assert "FABRIC_QUILT_CONNECT_TIMEOUT" in e.value.message and e.value.code == 2
+    assert "FABRIC_QUILT_CONNECT_TIMEOUT" in e.value.message and e.value.code == ExitStatus.USAGE
     with pytest.raises(Exit) as e:
         check_environment({"FABRIC_QUILT_CONTAINERS": "a,b"})
     assert "fabric.yaml" in e.value.message
 
 
-@pytest.mark.parametrize("host", ["ec2-user@", "", "a b", "h:0", "h:99999", "h:port", "u@:22"])
+@pytest.mark.parametrize("host", ["ec2-user@", "", "a b", "h:0", "h:99999", "h:port", "u@:22", "-oProxyCommand=x"])
 def test_bad_host_strings(host):
     from quilt_ops.errors import HostError
     from quilt_ops.ssh import check_host_string

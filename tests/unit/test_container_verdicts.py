@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from quilt_ops import containers, output
-from quilt_ops.health import Check, HostHealth
+from quilt_ops.checks import HostHealth
+from quilt_ops.config import Containers
 from quilt_ops.status import ExitStatus, label
 
 FIXTURES = sorted((Path(__file__).parent.parent / "fixtures" / "docker_inspect").glob("*.json"))
@@ -34,8 +35,14 @@ def as_template_prints(case):
     """What quilt-ops' own `docker inspect --format` template prints: a subset a line."""
     lines = []
     for doc in case["inspect"]:
-        subset = {"Name": doc["Name"], "State": doc["State"], "RestartCount": doc["RestartCount"],
-                  "Created": doc["Created"], "Image": doc["Image"], "Config": {"Image": doc["Config"]["Image"]}}
+        subset = {
+            "Name": doc["Name"],
+            "State": doc["State"],
+            "RestartCount": doc["RestartCount"],
+            "Created": doc["Created"],
+            "Image": doc["Image"],
+            "Config": {"Image": doc["Config"]["Image"]},
+        }
         lines.append(json.dumps(subset))
     if case["stderr"]:
         lines.append(case["stderr"])
@@ -46,30 +53,34 @@ def as_template_prints(case):
 @pytest.mark.parametrize("shape", [as_docker_prints, as_template_prints], ids=["docker", "template"])
 def test_verdicts(path, shape):
     case = load(path)
-    result = containers.parse_inspect(shape(case), case["containers"])
-    verdicts = containers.verdicts(result, case["containers"], case["now"])
-    assert {v.name: label(v.status) for v in verdicts} == case["expect"], case["description"]
+    result = containers.parse_inspect(shape(case))
+    verdicts = containers.verdicts(result, Containers(*case["containers"]), case["now"])
+    assert {v.subject: label(v.status) for v in verdicts} == case["expect"], case["description"]
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
 def test_no_env_value_reaches_any_rendering(path):
     case = load(path)
-    result = containers.parse_inspect(as_docker_prints(case), case["containers"])
-    verdicts = containers.verdicts(result, case["containers"], case["now"])
-    report = HostHealth("h", [Check(f"container {v.name}", v.status, v.summary, v.details) for v in verdicts])
+    result = containers.parse_inspect(as_docker_prints(case))
+    report = HostHealth("h", containers.verdicts(result, Containers(*case["containers"]), case["now"]))
     rendered = output.health_table([report]) + output.health_json([report])
     assert "fixture-secret" not in rendered
 
 
 def test_template_never_asks_for_the_environment():
     assert "Env" not in containers.INSPECT_TEMPLATE
-    assert containers.inspect_command(["registry", "catalog"]).count("docker inspect") == 1
+    assert containers.inspect_command(["registry", "catalog"]).count("qdocker inspect") == 1
+
+
+def test_names_are_quoted_and_after_the_end_of_options():
+    command = containers.inspect_command(["-rm", "a'b"])
+    assert "-- '-rm' 'a'\"'\"'b'" in command or "-- -rm 'a'\"'\"'b'" in command
 
 
 def test_running_verdict_reports_uptime_restarts_and_image():
     case = load(next(p for p in FIXTURES if p.stem == "all_running_no_healthcheck"))
-    result = containers.parse_inspect(as_docker_prints(case), case["containers"])
-    v = containers.verdicts(result, ["registry"], case["now"])[0]
+    result = containers.parse_inspect(as_docker_prints(case))
+    v = containers.verdicts(result, Containers(*case["containers"]), case["now"])[0]
     assert v.details["image"] == "quiltdata/registry"
     assert v.details["restart_count"] == 0
     assert v.details["uptime_seconds"] > 0
@@ -78,8 +89,8 @@ def test_running_verdict_reports_uptime_restarts_and_image():
 
 def test_exited_verdict_names_exit_code():
     case = load(next(p for p in FIXTURES if p.stem == "catalog_exited"))
-    result = containers.parse_inspect(as_docker_prints(case), case["containers"])
-    catalog = containers.verdicts(result, case["containers"], case["now"])[1]
+    result = containers.parse_inspect(as_docker_prints(case))
+    catalog = containers.verdicts(result, Containers(*case["containers"]), case["now"])[1]
     assert catalog.status == ExitStatus.CRITICAL
     assert "exit code 3" in catalog.summary
 
@@ -87,3 +98,35 @@ def test_exited_verdict_names_exit_code():
 @pytest.mark.parametrize("seconds,text", [(5, "5s"), (75, "1m15s"), (3725, "1h02m"), (90000, "1d01h")])
 def test_duration(seconds, text):
     assert containers.duration(seconds) == text
+
+
+def test_verdicts_carry_the_role_for_other_names():
+    names = Containers(registry="qr-app", catalog="qr-web", nginx="qr-proxy")
+    result = containers.parse_inspect('{"Name":"/qr-app","State":{"Status":"running"}}')
+    verdicts = containers.verdicts(result, names)
+    assert [(v.subject, v.details["role"]) for v in verdicts] == [
+        ("qr-app", "registry"),
+        ("qr-web", "catalog"),
+        ("qr-proxy", "nginx"),
+    ]
+    assert verdicts[1].summary.startswith("missing")
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("AKIAIOSFODNN7EXAMPLE\n", "AKIAIOSFODNN7EXAMPLE"),
+        ("", None),
+        ("AKIA$(reboot)\n", None),
+        ("short\n", None),
+    ],
+)
+def test_key_in_effect_is_checked(text, expected):
+    assert containers.parse_key_in_effect(text) == expected
+
+
+def test_key_in_effect_takes_the_last_entry_and_prints_only_that_value():
+    command = containers.key_in_effect_command("registry", "AWS_ACCESS_KEY_ID")
+    assert "tail -n 1" in command and "s/^AWS_ACCESS_KEY_ID=//p" in command
+    with pytest.raises(ValueError):
+        containers.key_in_effect_command("registry", "A;B")

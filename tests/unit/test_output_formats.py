@@ -4,18 +4,31 @@ import json
 import re
 
 from quilt_ops import output
-from quilt_ops.health import Check, HostHealth
+from quilt_ops.checks import Check, HostHealth, Kind
 from quilt_ops.status import ExitStatus
 
 
 def report(host="reg1", probe_status=ExitStatus.OK):
-    return HostHealth(host, [
-        Check("container registry", ExitStatus.OK, "running 5m", {"exists": True, "uptime_seconds": 300,
-                                                                   "restart_count": 0}),
-        Check("probe registry", probe_status, "HTTP 200", {"url": "http://x/healthcheck", "http_code": 200,
-                                                          "seconds": 0.004}),
-        Check("env file", ExitStatus.OK, "ok", {}),
-    ])
+    return HostHealth(
+        host,
+        [
+            Check(
+                Kind.CONTAINER,
+                "registry",
+                ExitStatus.OK,
+                "running 5m",
+                {"exists": True, "uptime_seconds": 300, "restart_count": 0, "role": "registry"},
+            ),
+            Check(
+                Kind.PROBE,
+                "registry",
+                probe_status,
+                "HTTP 200",
+                {"url": "http://x/healthcheck", "http_code": 200, "seconds": 0.004},
+            ),
+            Check(Kind.ENV_FILE, "env/registry", ExitStatus.OK, "ok", {}),
+        ],
+    )
 
 
 def test_nagios_one_host_ok():
@@ -39,16 +52,18 @@ def test_nagios_many_hosts():
 def test_prometheus_exposition():
     text = output.health_prometheus([report(), report("b", ExitStatus.CRITICAL)])
     assert text.endswith("\n")
-    assert '# TYPE quilt_health_status gauge' in text
+    assert "# TYPE quilt_health_status gauge" in text
     assert 'quilt_health_status{host="reg1"} 0' in text
     assert 'quilt_health_status{host="b"} 2' in text
     assert 'quilt_check_status{host="b",check="probe registry"} 2' in text
     assert 'quilt_probe_duration_seconds{host="reg1",probe="registry"} 0.004' in text
     assert 'quilt_container_uptime_seconds{host="reg1",container="registry"} 300' in text
     for line in text.splitlines():
-        assert line.startswith("#") or re.match(r'^[a-z_]+\{[^}]*\} [0-9.]+$', line), line
+        assert line.startswith("#") or re.match(r"^[a-z_]+\{[^}]*\} [0-9.]+$", line), line
 
 
-def test_json_format():
+def test_json_format_carries_kind_and_subject():
     doc = json.loads(output.health_json([report()]))
-    assert doc["status"] == "OK" and doc["hosts"][0]["checks"][1]["details"]["http_code"] == 200
+    check = doc["hosts"][0]["checks"][1]
+    assert doc["status"] == "OK" and check["details"]["http_code"] == 200
+    assert (check["kind"], check["subject"], check["name"]) == ("probe", "registry", "probe registry")

@@ -1,0 +1,226 @@
+"""Rotation's pure core, state by state: the plan, the resume decision, what may be deleted.
+
+Given the env file's key, the IAM user derived afresh, IAM's list of that user's
+keys and the journal a dead run left, expect this decision (or this refusal).
+Every case runs in microseconds; together they cover every journal step against
+every key the host can hold.
+"""
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from quilt_ops import journal as journals
+from quilt_ops.errors import Refused
+from quilt_ops.journal import Journal, JournalUnreadable
+from quilt_ops.rotation_plan import Key, Resume, check_deletion, plan, resume, shared_keys
+
+USER = "quilt-registry-RegistryUser-ABCDEFGHIJKLM"
+OLD, NEW, OTHER, SPARE = "AKIAOLDOLDOLDOLD0001", "AKIANEWNEWNEWNEW0002", "AKIAOTHEROTHEROTH003", "AKIASPARESPARESP0004"
+T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=timezone.utc)
+OLD_CREATED = T0 - timedelta(days=80)
+STARTED = T0
+NEW_CREATED = T0 + timedelta(seconds=2)
+
+
+def key(key_id, status="Active", created=None):
+    created = created or {OLD: OLD_CREATED, NEW: NEW_CREATED}.get(key_id, T0 - timedelta(days=10))
+    return Key(key_id, status, created)
+
+
+# ----------------------------------------------------------------------------- the plan of a fresh rotation
+
+PLANS = [
+    # (case, host key, IAM keys, options, make_room or refusal words)
+    ("one key", OLD, [key(OLD)], {}, []),
+    ("inactive spare is removed", OLD, [key(OLD), key(SPARE, "Inactive")], {}, [SPARE]),
+    ("active stranger stops the run", OLD, [key(OLD), key(OTHER)], {}, "--delete-other-active"),
+    ("active stranger with --delete-other-active", OLD, [key(OLD), key(OTHER)], {"delete_other_active": True}, [OTHER]),
+    ("host key not the user's", OLD, [key(OTHER)], {}, "does not belong to IAM user"),
+    ("host key inactive", OLD, [key(OLD, "Inactive")], {}, "is Inactive in IAM"),
+    ("no key on the host", None, [key(OLD)], {}, "holds no access key ID"),
+]
+
+
+@pytest.mark.parametrize("case,host_key,keys,options,expected", PLANS, ids=[p[0] for p in PLANS])
+def test_plan(case, host_key, keys, options, expected):
+    if isinstance(expected, str):
+        with pytest.raises(Refused, match="nothing was changed") as e:
+            plan("h", host_key, USER, "owner", keys, **options)
+        assert expected in str(e.value)
+        return
+    made = plan("h", host_key, USER, "owner", keys, **options)
+    assert [d.key_id for d in made.make_room] == expected
+    assert host_key not in [d.key_id for d in made.make_room]
+    assert made.old_key.id == host_key
+
+
+# ----------------------------------------------------------------------------- resuming a dead run
+
+
+def journal(step, new=NEW, user=USER, old_created=OLD_CREATED, new_created=NEW_CREATED, started=STARTED):
+    return Journal(
+        step=step,
+        iam_user=user,
+        old_key_id=OLD,
+        started=started,
+        who="alice@laptop",
+        old_key_created=old_created,
+        new_key_id=None if step == "creating" else new,
+        new_key_created=None if step == "creating" else new_created,
+    )
+
+
+BOTH = [key(OLD), key(NEW)]
+RESUMES = [
+    # (case, journal, host key, IAM keys, (action, delete_new, retire_old) or refusal words)
+    ("creating, host on old", journal("creating"), OLD, [key(OLD)], (Resume.ROLL_BACK, None, None)),
+    ("created, host on old", journal("created"), OLD, BOTH, (Resume.ROLL_BACK, NEW, None)),
+    ("created, new key already gone", journal("created"), OLD, [key(OLD)], (Resume.ROLL_BACK, None, None)),
+    ("writing, host on old", journal("writing"), OLD, BOTH, (Resume.ROLL_BACK, NEW, None)),
+    ("writing, host on new", journal("writing"), NEW, BOTH, (Resume.FINISH, None, OLD)),
+    ("written, host on new", journal("written"), NEW, BOTH, (Resume.FINISH, None, OLD)),
+    ("retiring, old still there", journal("retiring"), NEW, BOTH, (Resume.FINISH, None, OLD)),
+    ("retiring, old inactive", journal("retiring"), NEW, [key(OLD, "Inactive"), key(NEW)], (Resume.FINISH, None, OLD)),
+    ("retiring, old already deleted", journal("retiring"), NEW, [key(NEW)], (Resume.FINISH, None, None)),
+    ("rolling back, host on new", journal("rolling-back"), NEW, BOTH, (Resume.FINISH_ROLLBACK, NEW, None)),
+    ("rolling back, host on old", journal("rolling-back"), OLD, BOTH, (Resume.ROLL_BACK, NEW, None)),
+    ("written, but IAM lost the new key", journal("written"), NEW, [key(OLD)], (Resume.FINISH_ROLLBACK, None, None)),
+    # point 10.1: a journal naming another IAM user is refused, nothing deleted
+    (
+        "point 10.1: journal names another user",
+        journal("written", user="someone-else"),
+        NEW,
+        BOTH,
+        "names IAM user someone-else",
+    ),
+    # point 10.1: the journal's new key must have been created by that rotation
+    (
+        "point 10.1: new key older than the rotation",
+        journal("created", new=OTHER),
+        OLD,
+        [key(OLD), key(OTHER, created=T0 - timedelta(days=3))],
+        "not created by that rotation",
+    ),
+    (
+        "point 10.1: new key created at another time",
+        journal("created", new_created=T0 + timedelta(hours=1)),
+        OLD,
+        BOTH,
+        "not created by that rotation",
+    ),
+    # point 10.1: the journal's old key must be the one IAM has, created before the rotation
+    (
+        "point 10.1: old key created at another time",
+        journal("written", old_created=T0 - timedelta(days=3)),
+        NEW,
+        BOTH,
+        "created at another time",
+    ),
+    (
+        "point 10.1: old key created after the start",
+        journal("written", old_created=T0 + timedelta(hours=2)),
+        NEW,
+        [key(OLD, created=T0 + timedelta(hours=2)), key(NEW)],
+        "created at another time",
+    ),
+    ("host holds neither key", journal("written"), OTHER, BOTH + [key(OTHER)], "neither the old key"),
+    ("host holds no key", journal("written"), None, BOTH, "neither the old key"),
+    ("host on old but old inactive", journal("created"), OLD, [key(OLD, "Inactive"), key(NEW)], "not Active"),
+    ("rolling back but old is gone", journal("rolling-back"), NEW, [key(NEW)], "not Active in IAM any more"),
+]
+
+
+@pytest.mark.parametrize("case,found,host_key,keys,expected", RESUMES, ids=[r[0] for r in RESUMES])
+def test_resume(case, found, host_key, keys, expected):
+    if isinstance(expected, str):
+        with pytest.raises(Refused, match="nothing was changed") as e:
+            resume(found, "h", host_key, USER, keys)
+        assert expected in str(e.value)
+        return
+    decision = resume(found, "h", host_key, USER, keys)
+    assert (decision.action, decision.delete_new, decision.retire_old) == expected
+    # never the key the host runs on when the decision is carried out, whatever the state
+    assert decision.runs_on not in (decision.delete_new, decision.retire_old)
+    if decision.action != Resume.FINISH_ROLLBACK:  # (that one first puts the old file back)
+        assert host_key not in (decision.delete_new, decision.retire_old)
+
+
+def test_point_10_1_keys_created_since_the_journal_are_never_guessed_at():
+    """An honest journal of a run that died while creating: a key created since is named, not deleted."""
+    later = key(OTHER, created=T0 + timedelta(seconds=1))
+    decision = resume(journal("creating"), "h", OLD, USER, [key(OLD), later])
+    assert decision.delete_new is None and decision.unproven == (OTHER,)
+    decision = resume(journal("created"), "h", OLD, USER, [key(OLD), key(NEW), later])
+    assert decision.delete_new == NEW and decision.unproven == ()
+
+
+# ----------------------------------------------------------------------------- the last check before IAM
+
+
+@pytest.mark.parametrize(
+    "key_id,host_key,allowed,refused",
+    [
+        (NEW, OLD, {NEW}, False),
+        (OLD, NEW, {OLD}, False),
+        (OLD, OLD, {OLD}, True),  # never the host's key
+        (OTHER, OLD, {NEW}, True),  # never a key neither the plan nor the journal names
+    ],
+)
+def test_check_deletion(key_id, host_key, allowed, refused):
+    if refused:
+        with pytest.raises(Refused):
+            check_deletion(key_id, host_key, allowed)
+    else:
+        check_deletion(key_id, host_key, allowed)
+
+
+def test_point_10_6_shared_keys_are_found():
+    assert shared_keys({"a": OLD, "b": NEW, "c": OLD, "d": None}) == {OLD: ["a", "c"]}
+    assert shared_keys({"a": OLD, "b": NEW}) == {}
+
+
+# ----------------------------------------------------------------------------- the journal file
+
+
+def test_journal_round_trip():
+    found = journal("written")
+    assert journals.parse(found.to_json().encode()) == found
+
+
+@pytest.mark.parametrize(
+    "raw,words",
+    [
+        (b"", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (b'{"version": 1, "step": "created"}', "quilt-ops 0.1"),
+        (b'{"version": 3}', "unknown version"),
+    ],
+)
+def test_point_10_9_unreadable_journals_say_why(raw, words):
+    with pytest.raises(JournalUnreadable, match=words):
+        journals.parse(raw)
+
+
+@pytest.mark.parametrize(
+    "field,value,words",
+    [
+        ("step", "deleting-everything", "unknown step"),
+        ("iam_user", "a user; rm -rf /", "iam_user"),
+        ("old_key_id", "$(reboot)", "old_key_id"),
+        ("new_key_id", None, "without a new key"),
+        ("new_key_id", "AKIA;X", "new_key_id"),
+        ("started", "yesterday", "started"),
+        ("keep_old", "yes", "keep_old"),
+        ("mode", 99999, "mode"),
+        ("who", "a\x1b[2Jb", "who"),
+    ],
+)
+def test_forged_journal_fields_are_refused(field, value, words):
+    import json
+
+    data = json.loads(journal("written").to_json())
+    data[field] = value
+    with pytest.raises(JournalUnreadable, match=words):
+        journals.parse(json.dumps(data).encode())
