@@ -92,26 +92,13 @@ def start_aws(layout: Layout, moto_port: int, proxy_port: int) -> AwsState:
     layout.aws_faults.write_text("{}")
     env = clean_env()
     # moto runs with the host's aws folder as cwd: that is how a sweep finds it without its pid.
-    with open(root / "moto.log", "ab") as logf:
-        moto = subprocess.Popen(
-            [moto_server(), "-H", "127.0.0.1", "-p", str(moto_port)],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=root,
-            env=env,
-        )
-    with open(root / "proxy.log", "ab") as logf:
-        proxy = subprocess.Popen(
-            [sys.executable, str(FILES / "aws_proxy.py"), str(proxy_port), str(moto_port), str(layout.aws_faults)],
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=root,
-            env=env,
-        )
+    moto = _spawn([moto_server(), "-H", "127.0.0.1", "-p", str(moto_port)], root / "moto.log", root, env)
+    proxy = _spawn(
+        [sys.executable, str(FILES / "aws_proxy.py"), str(proxy_port), str(moto_port), str(layout.aws_faults)],
+        root / "proxy.log",
+        root,
+        env,
+    )
     return AwsState(moto_port=moto_port, proxy_port=proxy_port, moto_pid=moto.pid, proxy_pid=proxy.pid, region=REGION)
 
 
@@ -230,3 +217,17 @@ def clear_faults(path: Path) -> None:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text("{}")
         tmp.replace(path)
+
+
+def _spawn(argv: list[str], log: Path, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """A daemon of the host's AWS side, in its own session, logging to ``log``."""
+    with open(log, "ab") as logf:
+        return subprocess.Popen(
+            argv,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=cwd,
+            env=env,
+        )

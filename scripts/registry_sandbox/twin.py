@@ -110,7 +110,11 @@ def twin(host: Host, key_id: str, secret: str) -> Iterator[Twin]:
         run([sshd_mod.SSHD, "-f", str(config), "-E", str(layout.ssh / "sshd.twin.log")], timeout=30)
         from .util import port_open, wait_for
 
-        wait_for("the twin's sshd", lambda: pid_file.exists() and port_open(port), 15)
+        wait_for(
+            "the twin's sshd",
+            lambda: pid_file.exists() and pid_file.read_text().strip().isdigit() and port_open(port),
+            15,
+        )
         sshd_pid = int(pid_file.read_text().strip())
         host_key = " ".join((layout.ssh / f"{sshd_mod.HOST_KEY}.pub").read_text().split()[:2])
         known = folder / "known_hosts"
