@@ -384,6 +384,13 @@ class Rotation:
                 finished = self.resume(state.journal)
                 if finished is not None:
                     return finished
+                # The resume may have put the old file back: plan from what the host holds now.
+                state = self.state = self.gather()
+                if state.env is None or state.journal is not None:
+                    raise Refused(
+                        f"{self.settings.env_file} on {self.host} changed while it was being resumed; "
+                        "run rotate-keys again"
+                    )
                 plan = rotation_plan.plan(
                     self.host,
                     state.host_key,

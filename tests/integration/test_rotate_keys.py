@@ -400,3 +400,19 @@ def test_rotation_with_exactly_the_readme_policy(host, aws):
             assert_consistent(host, aws)
     finally:
         aws.remove_operator("least-privilege-operator")
+
+
+@pytest.mark.faults
+def test_killed_while_rolling_back_the_next_run_finishes_the_rollback_then_rotates(host, aws):
+    """Killed right after the rollback began: the host may still hold the new key (journal at
+    'rolling-back'); the next run puts the old file back, deletes the new key, then rotates afresh."""
+    old = host.host_key_id()
+    with host.fault("start-fails-unless-key", old):
+        run = host.start("rotate-keys", "--timeout", "30")
+        run.wait_for("rolling back", timeout=120)
+        run.kill()
+    result = rotate(host)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "found an unfinished rotation (step 'rolling-back'" in result.stdout
+    assert f"rotated {old} -> " in result.stdout
+    assert_consistent(host, aws)
