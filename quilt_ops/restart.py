@@ -18,6 +18,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from invoke.runners import Result
+
 from . import containers, health, shell, stopping
 from .checks import HostHealth
 from .config import Settings
@@ -83,7 +85,9 @@ PRECHECK_MESSAGES = {
 
 
 def tail(text: str, lines: int = 8) -> list[str]:
-    return [line for line in text.strip().splitlines() if line.strip()][-lines:]
+    """The last non-blank lines of some output (Invoke's `Result.tail`, blank lines dropped)."""
+    kept = "\n".join(line for line in text.splitlines() if line.strip())
+    return Result(stdout=kept).tail("stdout", lines).strip("\n").splitlines()
 
 
 def recreate(

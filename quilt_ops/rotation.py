@@ -401,7 +401,7 @@ class Rotation:
                     self.options.delete_other_active,
                 )
                 self.check_health(health.collect(self.target, self.settings, env_file=False))
-            assert plan is not None
+            assert plan is not None and state.env is not None
             self.reporter.show(plan_lines(plan, self.settings, state, EnvFile(state.env.content).get(BUCKET)))
             return self.rotate(plan)
         except KeyboardInterrupt:
