@@ -193,6 +193,14 @@ def open_connection(cxn: Connection, name: str) -> paramiko.Transport:
     if transport is None:  # pragma: no cover - paramiko always sets it on success
         raise HostError(f"SSH connection to {where} failed")
     transport.set_keepalive(KEEPALIVE)
+    # paramiko leaves Nagle's algorithm on: each new channel then waits for a delayed ACK
+    # (about 40 ms a command). Through a gateway or ProxyCommand there is no TCP socket here.
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
     return transport
 
 
