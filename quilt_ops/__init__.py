@@ -6,6 +6,8 @@ library modules below, render the result and map it to an exit status.
 - ``config``: the ``quilt`` settings, validated
 - ``ssh``: connections with host-key checking, remote commands
 - ``hosts``: the target hosts, and running on each in parallel
+- ``local``: ``--local``, the registry host itself as a target (no SSH)
+- ``docker_access``: Docker for a step: the CLI in its script, or the Docker SDK (``--local``)
 - ``hostfiles``: files on the host (SFTP reads, atomic replace, backups)
 - ``lock``: the host lock
 - ``containers``: ``docker inspect`` and removal of the registry's containers

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TextIO
 
-from . import containers, shell, stopping
+from . import docker_access, shell, stopping
 from .config import Settings
 from .envfile import EnvFile
 from .errors import QuiltError
@@ -102,18 +102,17 @@ def masker(admin: Admin, env: bytes | None = None) -> Masker:
     return found
 
 
-def precheck_script(settings: Settings) -> shell.Script:
+def precheck_script(settings: Settings, docker: docker_access.DockerAccess | None = None) -> shell.Script:
     """Checks the script, the env file and the registry container; sends the env file
     (to mask its values in anything the program prints). Changes nothing."""
     s = shell.Script(settings)
-    s.docker(required=False).files(settings.env_file, write=False)
+    docker = docker or docker_access.ScriptDocker(settings)
+    docker.prepare(s)
+    s.files(settings.env_file, write=False)
     script = q(settings.create_admin_script)
     s.add(f"if [ -x {script} ]; then say script ok; else say script missing; fi")
     s.send_file(settings.env_file, "env")
-    s.add(
-        "say registry",
-        f"qdocker inspect --format '{{{{.State.Running}}}}' -- {q(settings.containers.registry)} 2>&1 | head -n 1",
-    )
+    docker.add_inspect(s, [settings.containers.registry])
     s.end()
     return s
 
@@ -126,7 +125,8 @@ class Precheck:
 
 def precheck(target: Target, settings: Settings) -> Precheck:
     """Problems that would stop create_admin.sh on this host (empty when none)."""
-    built = precheck_script(settings)
+    docker = docker_access.of(target, settings)
+    built = precheck_script(settings, docker)
     result = target.run(built.text(), timeout=30, what="the create-admin pre-check")
     output = shell.parse(result.stdout_bytes, built.marker)
     shell.raise_for_failure(output, target.name, settings)
@@ -136,13 +136,13 @@ def precheck(target: Target, settings: Settings) -> Precheck:
     env = shell.blob(output, "env")
     if env is None:
         problems.append(f"env file {settings.env_file} is missing or unreadable")
-    registry = output.first("registry")
-    answer = registry.lines[0] if registry and registry.lines else ""
-    docker_failed = output.first("dockerfail")
-    if docker_failed is not None:
-        problems.append(containers.docker_problem(docker_failed.lines) or "docker cannot be run")
-    elif answer != "true":
-        problems.append(f"the registry container {settings.containers.registry} is not running")
+    registry = settings.containers.registry
+    found = docker.answer(output, [registry]).containers
+    state = (found.documents.get(registry) or {}).get("State") or {}
+    if found.problem:
+        problems.append(found.problem)
+    elif state.get("Running") is not True:
+        problems.append(f"the registry container {registry} is not running")
     return Precheck(problems, env)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from fabric import Config
 from fabric.main import Fab
+from invoke import Argument
 from invoke.exceptions import Exit, ParseError
 
 from . import __version__
@@ -60,7 +61,24 @@ class CleanErrors:
             raise Exit(f"Error: cannot read config file {path}: {first}", code=int(ExitStatus.USAGE)) from None
 
 
-class QuiltOps(CleanErrors, Fab):
+class LocalFlag:
+    """Program mixin: the core flag ``--local`` (every task runs on this machine, without SSH;
+    the executor passes it on as ``quilt.local``)."""
+
+    def core_args(self) -> list[Any]:
+        args: list[Any] = super().core_args()  # type: ignore[misc]
+        return [
+            *args,
+            Argument(
+                names=("local",),
+                kind=bool,
+                default=False,
+                help="Run the tasks on this machine, the registry host itself, without SSH (no -H).",
+            ),
+        ]
+
+
+class QuiltOps(CleanErrors, LocalFlag, Fab):
     """``fab`` with the quilt-ops collection built in."""
 
     def print_version(self) -> None:
@@ -97,12 +115,15 @@ def use_with_fab() -> None:
     """Makes the running ``fab`` program behave as ``quilt-ops`` (called from fabfile.py).
 
     invoke takes the executor class only from the program or from config files
-    read before the fabfile, so the fabfile sets it, and the config-file checks,
-    on the program itself.
+    read before the fabfile, so the fabfile sets it, the config-file checks and
+    ``--local`` on the program itself. The core flags were parsed before the
+    fabfile was loaded, so they are parsed again, ``--local`` now known.
     """
     import fabric.main
 
     fab = fabric.main.program
     fab.executor_class = Executor
     if not isinstance(fab, CleanErrors):
-        fab.__class__ = type("QuiltFab", (CleanErrors, type(fab)), {})
+        fab.__class__ = type("QuiltFab", (CleanErrors, LocalFlag, type(fab)), {})
+        if getattr(fab, "argv", None):
+            fab.parse_core_args()

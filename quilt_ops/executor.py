@@ -37,6 +37,14 @@ def check_environment(environ: Mapping[str, str] = os.environ) -> None:
         if key not in DEFAULTS:
             continue  # invoke ignores variables that match no setting
         default = DEFAULTS[key]
+        if isinstance(default, bool):
+            # invoke reads every value but "0" and "" as true: "false" would switch the flag on.
+            if value.strip().lower() in ("false", "no", "off", "f", "n"):
+                raise Exit(
+                    f"Error: {name}={value}: quilt.{key} would be true (only 0 or an empty value is false)",
+                    code=int(ExitStatus.USAGE),
+                )
+            continue
         if isinstance(default, (list, dict)):
             raise Exit(
                 f"Error: {name}: quilt.{key} cannot be set from the environment; set it in fabric.yaml",
@@ -70,26 +78,36 @@ def mismatched_key(config: Any) -> str | None:
     return None
 
 
-class HostsCall(invoke.Call):
-    """A call whose context carries the ``-H`` hosts in ``quilt.hosts``."""
+#: The one line for ``-H`` with ``--local``.
+LOCAL_WITH_HOSTS = "Error: --local (quilt.local) runs the tasks on this machine, without SSH: it takes no -H"
 
-    def __init__(self, *args: Any, hosts: list[str] | None = None, **kwargs: Any) -> None:
+
+class HostsCall(invoke.Call):
+    """A call whose context carries the ``-H`` hosts in ``quilt.hosts``, and ``--local`` in ``quilt.local``."""
+
+    def __init__(self, *args: Any, hosts: list[str] | None = None, local: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.hosts = list(hosts or [])
+        self.local = local
 
     def clone_data(self) -> dict[str, Any]:
         data: dict[str, Any] = super().clone_data()
         data["hosts"] = self.hosts
+        data["local"] = self.local
         return data
 
     def make_context(self, config: Any) -> Any:
+        if self.hosts and (self.local or config.quilt.get("local") is True):
+            raise Exit(LOCAL_WITH_HOSTS, code=int(ExitStatus.USAGE))
         if self.hosts:
             config.quilt.hosts = list(self.hosts)
+        if self.local:
+            config.quilt.local = True
         return super().make_context(config)
 
 
 class Executor(invoke.Executor):
-    """Calls each task once; ``-H a,b`` becomes ``quilt.hosts``."""
+    """Calls each task once; ``-H a,b`` becomes ``quilt.hosts``, ``--local`` ``quilt.local``."""
 
     def execute(self, *tasks: Any) -> Any:
         check_environment()
@@ -105,8 +123,12 @@ class Executor(invoke.Executor):
             raise Exit(f"Error: a {ENV_PREFIX}* variable is invalid: {e}", code=int(ExitStatus.USAGE)) from None
 
     def expand_calls(self, calls: Any) -> list[Any]:
-        hosts = self.cli_hosts()
-        return [call.clone(into=HostsCall, with_={"hosts": hosts}) for call in super().expand_calls(calls)]
+        hosts, local = self.cli_hosts(), self.cli_local()
+        if hosts and local:
+            raise Exit(LOCAL_WITH_HOSTS, code=int(ExitStatus.USAGE))
+        return [
+            call.clone(into=HostsCall, with_={"hosts": hosts, "local": local}) for call in super().expand_calls(calls)
+        ]
 
     def cli_hosts(self) -> list[str]:
         core = self.core
@@ -115,3 +137,11 @@ class Executor(invoke.Executor):
         except (AttributeError, IndexError, KeyError, TypeError):
             return []
         return [h.strip() for h in (value or "").split(",") if h.strip()]
+
+    def cli_local(self) -> bool:
+        """Whether ``--local`` was given (see `quilt_ops.cli.LocalFlag`)."""
+        core = self.core
+        try:
+            return bool(core[0].args.local.value) if core else False
+        except (AttributeError, IndexError, KeyError, TypeError):
+            return False

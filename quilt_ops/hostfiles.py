@@ -105,6 +105,13 @@ def parse_stat(words: list[str]) -> tuple[int, int, int, str, str] | None:
     return mode & 0o7777, int(words[1]), int(words[2]), words[3][:32], words[4][:32]
 
 
+#: Run as root, the files quilt-ops leaves next to the env file take the env file's owner and
+#: group ($1 of `own`), before anything is written to them: a later run as that owner (over
+#: SSH) can use them, and a backup is never readable by anyone the env file is not.
+_OWN = r"""
+own() { ref=$1; shift; [ "$(id -u)" != 0 ] || [ ! -e "$ref" ] || chown --reference="$ref" -- "$@" 2>/dev/null; true; }
+"""
+
 #: The last steps of a replace or restore: the temp file $tmp takes $f's owner and group
 #: and the mode $mode, is synced and renamed over $f.
 _INSTALL = r"""
@@ -118,42 +125,53 @@ sync -- "$f" 2>/dev/null || sync
 #: Replaces $1 with exactly $3 bytes from stdin, mode $4, keeping $1's owner and group.
 #: Runs as the login user or, through qfile, as root.
 _REPLACE = (
-    r"""
+    _OWN
+    + r"""
 set -u
 f=$1; tmp=$2; n=$3; mode=$4
 umask 077
 rm -f -- "$tmp"
 : > "$tmp" || exit 21
+own "$f" "$tmp"
 cat > "$tmp" || { rm -f -- "$tmp"; exit 22; }
 if [ "$(wc -c < "$tmp")" -ne "$n" ]; then rm -f -- "$tmp"; exit 23; fi
 """
     + _INSTALL
 )
 
-#: Copies $1 to the private backup $2 (0600), then syncs it.
-_BACKUP = r"""
+#: Copies $1 to the private backup $2 (0600, $1's owner), then syncs it.
+_BACKUP = (
+    _OWN
+    + r"""
 umask 077
-rm -f -- "$2" && cp -- "$1" "$2" && chmod 600 -- "$2" && { sync -- "$2" 2>/dev/null || sync; }
+rm -f -- "$2" && : > "$2" && own "$1" "$2" && cat -- "$1" > "$2" && chmod 600 -- "$2" &&
+  { sync -- "$2" 2>/dev/null || sync; }
 """
+)
 
 #: Puts backup $2 back in place of $1 with mode $4 and $1's owner, through temp $3.
 _RESTORE = (
-    r"""
+    _OWN
+    + r"""
 set -u
 f=$1; bak=$2; tmp=$3; mode=$4
 umask 077
 rm -f -- "$tmp"
-cp -- "$bak" "$tmp" || { rm -f -- "$tmp"; exit 31; }
+{ : > "$tmp" && own "$f" "$tmp" && cat -- "$bak" > "$tmp"; } || { rm -f -- "$tmp"; exit 31; }
 """
     + _INSTALL
 )
 
-#: Writes stdin to $1 atomically (0600): for journals and notes, which hold no secret.
-_WRITE_PRIVATE = r"""
+#: Writes stdin to $1 atomically (0600; owned as $3, when given): for journals and notes,
+#: which hold no secret.
+_WRITE_PRIVATE = (
+    _OWN
+    + r"""
 umask 077
 tmp=$2
-cat > "$tmp" && mv -f -- "$tmp" "$1" || { rm -f -- "$tmp"; exit 27; }
+: > "$tmp" && own "${3:-}" "$tmp" && cat > "$tmp" && mv -f -- "$tmp" "$1" || { rm -f -- "$tmp"; exit 27; }
 """
+)
 
 #: What a failing step's exit code means.
 FAILURES = {
@@ -181,14 +199,14 @@ def restore_command(path: str, backup: str, mode: int) -> str:
     return f"qfile sh -c {q(_RESTORE)} quilt-ops-restore {q(path)} {q(backup)} {q(temp_name(path))} {mode & 0o7777:o}"
 
 
-def write_private_command(path: str) -> str:
-    """Writes stdin to ``path`` (0600, atomically)."""
-    return f"qfile sh -c {q(_WRITE_PRIVATE)} quilt-ops-write {q(path)} {q(temp_name(path))}"
+def write_private_command(path: str, owner_of: str = "") -> str:
+    """Writes stdin to ``path`` (0600, atomically; written as root, owned as ``owner_of``)."""
+    return f"qfile sh -c {q(_WRITE_PRIVATE)} quilt-ops-write {q(path)} {q(temp_name(path))} {q(owner_of)}"
 
 
-def write_text_command(path: str, text: str) -> str:
+def write_text_command(path: str, text: str, owner_of: str = "") -> str:
     """Writes a small non-secret text (a journal) to ``path`` (0600, atomically), from the command line."""
-    return f"printf '%s' {q(text)} | {write_private_command(path)}"
+    return f"printf '%s' {q(text)} | {write_private_command(path, owner_of)}"
 
 
 def remove_command(*paths: str) -> str:

@@ -17,17 +17,29 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from fabric import Connection
 
 from . import ssh, stopping
 from .config import Settings
 from .errors import ConfigError, QuiltError
-from .remote import SshTarget
+from .remote import SshTarget, Target
 from .status import ExitStatus, worst
 
 T = TypeVar("T")
+
+
+class HostTarget(Target, Protocol):
+    """A host for a whole task: over SSH (`SshTarget`) or this machine (`quilt_ops.local.LocalTarget`)."""
+
+    #: The CloudFormation stack the host was found from, if any.
+    stack: str | None
+
+    def open(self) -> None: ...
+
+
+HT = TypeVar("HT", bound=HostTarget)
 
 #: The login user of the real host, used for hosts found from a stack unless ssh_config says otherwise.
 STACK_USER = "ec2-user"
@@ -73,6 +85,17 @@ class Results(list[HostResult[T]]):
         return worst(r.status for r in self)
 
 
+def task_targets(
+    c: Any, settings: Settings, stacks: list[str] | None = None, store_factory: Callable[[], Any] | None = None
+) -> list[HostTarget]:
+    """A task's targets: this machine with ``--local`` (``quilt.local``), else the SSH hosts of `targets`."""
+    if settings.local:
+        from .local import LocalTarget
+
+        return [LocalTarget(c)]
+    return list(targets(c, settings, stacks, store_factory))
+
+
 def targets(
     c: Any, settings: Settings, stacks: list[str] | None = None, store_factory: Callable[[], Any] | None = None
 ) -> list[SshTarget]:
@@ -80,8 +103,10 @@ def targets(
 
     Hosts are ``-H`` (or ``quilt.hosts``); without them, the ``EC2InstanceIp`` of
     each ``--stack`` (or of ``quilt.stacks``), logged into as ec2-user unless the
-    ssh_config names a user.
+    ssh_config names a user. Over SSH only: `task_targets` also knows ``--local``.
     """
+    if settings.local:
+        raise ConfigError("--local: this task runs over SSH only (give -H HOST or --stack NAME instead)")
     if isinstance(c, Connection):
         return [SshTarget(ssh.prepare(c, settings))]
     if settings.hosts:
@@ -105,7 +130,7 @@ def targets(
     return found
 
 
-def each(hosts: list[SshTarget], fn: Callable[[SshTarget], T], parallel: int = 1, close: bool = True) -> Results[T]:
+def each(hosts: list[HT], fn: Callable[[HT], T], parallel: int = 1, close: bool = True) -> Results[T]:
     """Runs ``fn`` on every host (connection opened first), ``parallel`` at a time.
 
     A `QuiltError` on one host is that host's result and does not stop the
@@ -115,7 +140,7 @@ def each(hosts: list[SshTarget], fn: Callable[[SshTarget], T], parallel: int = 1
     (each host's own "interrupted, ..." error) are still returned.
     """
 
-    def one(target: SshTarget) -> HostResult[T]:
+    def one(target: HT) -> HostResult[T]:
         failed = True
         try:
             target.open()

@@ -45,17 +45,21 @@ LONGEST = 24 * 3600
 ACQUIRED, BUSY, CANNOT_OPEN = "quilt-ops-lock-acquired", "quilt-ops-lock-busy", "quilt-ops-lock-cannot-open"
 
 #: Holds the lock on $1, writes note $2 with $3, then waits for heartbeats (bash: read -t).
-#: Holds the lock on $1, writes note $2 with $3, then waits for heartbeats (bash: read -t).
 #: When its holder goes without saying "release" (killed, connection cut, network dead),
 #: it stops the commands the run registered in $4 (process group and token $5, checked
 #: against the process's own command line, which holds the token) before letting go: no
 #: command of a vanished run goes on changing the host after the lock is free.
+#: Run as root (on the host itself, or through sudo), the files it makes take the owner and
+#: group of the env file $6, so that a run as that user can take the lock later.
 _HOLDER = rf"""
 umask 077
+env_file=$6
+own() {{ [ "$(id -u)" != 0 ] || [ ! -e "$env_file" ] || chown --reference="$env_file" -- "$@" 2>/dev/null; true; }}
 exec 9>>"$1" || {{ echo {CANNOT_OPEN}; exit 3; }}
 flock -n 9 || {{ echo {BUSY}; exit 4; }}
-rm -f -- "$4"
-printf '%s\n' "$3" > "$2.new" && mv -f -- "$2.new" "$2"
+own "$1"
+rm -f -- "$4" && : > "$4" && own "$4"
+: > "$2.new" && own "$2.new" && printf '%s\n' "$3" > "$2.new" && mv -f -- "$2.new" "$2"
 echo {ACQUIRED}
 released=0
 while IFS= read -r -t {SILENCE} line; do
@@ -189,7 +193,7 @@ class HostLock:
         s.add(
             f"qfile bash -c {q(_HOLDER)} quilt-ops-lock {q(lock_name(self.settings))} "
             f"{q(owner_name(self.settings))} {q(self.owner_note())} {q(commands_name(self.settings))} "
-            f"{q(self.token)}"
+            f"{q(self.token)} {q(self.settings.env_file)}"
         )
         return s
 

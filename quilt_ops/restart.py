@@ -15,18 +15,19 @@ every ``quilt.probe_interval`` (a Marketplace build may meter /healthcheck).
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
 from invoke.runners import Result
 
-from . import containers, health, shell, stopping
+from . import containers, docker_access, health, shell, stopping
 from .checks import HostHealth
 from .config import Settings
 from .envfile import EnvFile
 from .errors import QuiltError, RemoteTimeout
 from .masking import Masker
-from .remote import Target
+from .remote import RemoteResult, Target
 from .reporting import Reporter
 from .shell import q
 from .status import ExitStatus
@@ -55,10 +56,18 @@ class RestartReport:
     output_tail: list[str] = field(default_factory=list)
 
 
-def script(settings: Settings, guard: shell.Script | None = None) -> shell.Script:
-    """One remote command: pre-checks, the env file for masking, ``docker rm -f``, the start script."""
+def script(
+    settings: Settings, guard: shell.Script | None = None, docker: docker_access.DockerAccess | None = None
+) -> shell.Script:
+    """One remote command: pre-checks, the env file for masking, ``docker rm -f``, the start script.
+
+    With the Docker SDK (``docker.in_script`` False) the command stops after the pre-checks
+    (``say ready``): the containers are removed through the SDK, then `start_script` runs.
+    """
+    docker = docker or docker_access.ScriptDocker(settings)
     s = guard or shell.Script(settings)
-    s.docker().files(settings.env_file, write=False)
+    docker.prepare(s, required=True)
+    s.files(settings.env_file, write=False)
     start, env = q(settings.start_script), q(settings.env_file)
     s.add(
         f"if [ ! -e {start} ]; then say precheck missing-script; exit 0; fi",
@@ -66,15 +75,24 @@ def script(settings: Settings, guard: shell.Script | None = None) -> shell.Scrip
         f"if ! qfile test -r {env} 2>/dev/null; then say precheck env-unreadable; exit 0; fi",
     )
     s.send_file(settings.env_file, "env")
-    s.add(
-        "say removing",
-        containers.remove_command(settings.containers.names),
+    if not docker.in_script:
+        return s.add("say ready")
+    s.add("say removing", containers.remove_command(settings.containers.names))
+    return _run_start(s, settings)
+
+
+def start_script(settings: Settings, guard: shell.Script | None = None) -> shell.Script:
+    """The start script alone, in a command of its own (after the SDK removed the containers)."""
+    return _run_start(guard or shell.Script(settings), settings)
+
+
+def _run_start(s: shell.Script, settings: Settings) -> shell.Script:
+    return s.add(
         "say script",
-        f"{start} 2>&1 </dev/null; rc=$?",
+        f"{q(settings.start_script)} 2>&1 </dev/null; rc=$?",
         "say scriptexit $rc",
         "exit $rc",
     )
-    return s
 
 
 PRECHECK_MESSAGES = {
@@ -102,24 +120,30 @@ def recreate(
     the (masked) tail of its output. Raises `NothingChanged` when a pre-check fails."""
     names = " ".join(settings.containers.names)
     reporter.step(f"removing {names} and running {settings.start_script}")
-    built = script(settings, guard)
+    docker = docker_access.of(target, settings)
+    # With the SDK the start script runs in a command of its own, with a guard of its own.
+    second_guard = copy.deepcopy(guard) if guard is not None and not docker.in_script else None
+    built = script(settings, guard, docker)
     started = time.monotonic()
     mask = masker or Masker()
-    try:
-        result = target.run(
-            built.text(),
-            timeout=timeout,
-            what=settings.start_script,
-            on_wait=lambda t: reporter.waiting(f"{settings.start_script} still running ({t:.0f}s)"),
-        )
-    except RemoteTimeout:
-        reporter.done()
-        raise RestartError(
-            f"{settings.start_script} on {target.name} did not finish within {timeout:.0f}s; "
-            "it was stopped there, with everything it started"
-        ) from None
-    reporter.done()
-    seconds = time.monotonic() - started
+
+    def run(command: shell.Script, seconds: float) -> RemoteResult:
+        try:
+            return target.run(
+                command.text(),
+                timeout=seconds,
+                what=settings.start_script,
+                on_wait=lambda t: reporter.waiting(f"{settings.start_script} still running ({t:.0f}s)"),
+            )
+        except RemoteTimeout:
+            raise RestartError(
+                f"{settings.start_script} on {target.name} did not finish within {timeout:.0f}s; "
+                "it was stopped there, with everything it started"
+            ) from None
+        finally:
+            reporter.done()
+
+    result = run(built, timeout)
     output = shell.parse(result.stdout_bytes, built.marker)
     shell.raise_for_failure(output, target.name, settings)
     precheck = output.first("precheck")
@@ -132,6 +156,14 @@ def recreate(
     env = shell.blob(output, "env")
     if env is not None:
         mask.add(*EnvFile(env).values())
+    if output.first("ready") is not None:
+        # The SDK: the pre-checks passed; it removes the containers, then the start script runs.
+        docker.remove(settings.containers.names)
+        built = start_script(settings, second_guard)
+        result = run(built, max(1.0, timeout - (time.monotonic() - started)))
+        output = shell.parse(result.stdout_bytes, built.marker)
+        shell.raise_for_failure(output, target.name, settings)
+    seconds = time.monotonic() - started
     script_output = output.first("script")
     lines = tail(mask(script_output.text if script_output else ""))
     exit_section = output.first("scriptexit")

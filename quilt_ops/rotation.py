@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from . import containers, health, hostfiles, journal, rotation_plan, shell, stopping
+from . import containers, docker_access, health, hostfiles, journal, rotation_plan, shell, stopping
 from . import restart as restarting
 from .checks import HostHealth
 from .config import Settings
@@ -37,6 +37,7 @@ from .errors import ConnectionLost, NotStarted, QuiltError, Refused
 from .hostfiles import Access, RemoteFile
 from .journal import Journal, JournalUnreadable
 from .keys import AwsError, KeyStore, NewKey, VerifyRefused, VerifyTimeout
+from .local import again
 from .lock import HostLock, who_am_i
 from .masking import Masker
 from .remote import Target
@@ -163,6 +164,8 @@ class Rotation:
             reporter,
         )
         self.host = target.name
+        #: The command that finishes what this run leaves (in its messages).
+        self.again = again(target, "rotate-keys")
         self.journal_name = hostfiles.sibling(settings.env_file, "quilt-ops-rotation.json")
         self.backup_name = hostfiles.sibling(settings.env_file, "quilt-ops-backup")
         self.lock = HostLock(target, settings, "rotate-keys")
@@ -208,7 +211,9 @@ class Rotation:
         """Writes the journal (and runs ``extra`` in the same round trip)."""
         self.journal = current
         s = self.script()
-        s.add(hostfiles.write_text_command(self.journal_name, current.to_json()) + " || exit 40")
+        s.add(
+            hostfiles.write_text_command(self.journal_name, current.to_json(), self.settings.env_file) + " || exit 40"
+        )
         if extra:
             s.add(extra)
         s.end()
@@ -251,9 +256,10 @@ class Rotation:
         s.send_file(self.journal_name, "journal")
         s.add(hostfiles.stat_script(self.settings.env_file, "env"))
         s.send_file(self.settings.env_file, "env")
-        s.docker(required=False)
-        s.add("say inspect", containers.inspect_command(self.settings.containers.names))
-        s.add("say key-in-effect", containers.key_in_effect_command(self.settings.containers.registry, KEY_ID))
+        docker = docker_access.of(self.target, self.settings)
+        names, registry = self.settings.containers.names, self.settings.containers.registry
+        docker.prepare(s)
+        docker.add_inspect(s, names, key_of=registry)
         health.add_probes(s, self.settings)
         s.end()
         output, _, _ = self.run_script(s, "reading the host")
@@ -263,7 +269,7 @@ class Rotation:
         if env is not None:
             self.masker.add(*EnvFile(env.content).values())
         found, journal_problem = self._journal(output)
-        reading = health.read(output)
+        reading = health.read(output, docker.answer(output, names, key_of=registry))
         report = health.evaluate(self.host, reading, self.settings, env_file=False)
         return HostState(env, env_problem, found, journal_problem, access, reading, report)
 
@@ -517,7 +523,7 @@ class Rotation:
                 [
                     hostfiles.backup_command(name, self.backup_name) + " || exit 41",
                     hostfiles.replace_command(name, len(content), state.env.mode) + " || exit $?",
-                    hostfiles.write_text_command(self.journal_name, self.journal.at("written").to_json())
+                    hostfiles.write_text_command(self.journal_name, self.journal.at("written").to_json(), name)
                     + " || exit 42",
                 ]
             )
@@ -600,7 +606,7 @@ class Rotation:
                 raise Unfinished(
                     f"{self.host} now runs on {new_key_id} and is healthy, but retiring {old_key_id} "
                     f"failed ({e}): {old_key_id} is still Active; to retire it, run: "
-                    f"fab -H {self.host} rotate-keys"
+                    f"{self.again}"
                 ) from None
             self.reporter.step(
                 f"deactivated {old_key_id} (kept: --keep-old)" if keep_old else f"deactivated and deleted {old_key_id}"
@@ -711,14 +717,14 @@ class Rotation:
         return (
             f"rotation failed ({reason}) and so did its rollback ({rollback_error}); "
             f"{self.settings.env_file} on {self.host} holds {self.holds()}; both {old_key_id} and {new_key_id} "
-            f"stay Active; to finish, run: fab -H {self.host} rotate-keys"
+            f"stay Active; to finish, run: {self.again}"
         )
 
     def unfinished(self, what: str, old_key_id: str, new_key_id: str) -> Unfinished:
         return Unfinished(
             f"{what}; {self.settings.env_file} on {self.host} holds {old_key_id} or {new_key_id}, "
             f"both stay Active; the journal on the host lets the next run finish or roll back: "
-            f"run fab -H {self.host} rotate-keys"
+            f"run {self.again}"
         )
 
     def interrupted(self) -> QuiltError:
@@ -737,7 +743,7 @@ class Rotation:
                 pass
         return Interrupted(
             f"interrupted during {self.current_step}; {self.host} may hold the old or the new key; "
-            f"run fab -H {self.host} rotate-keys again to finish or roll back"
+            f"run {self.again} again to finish or roll back"
         )
 
     # -- resume -------------------------------------------------------------------------------

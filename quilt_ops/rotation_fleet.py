@@ -17,7 +17,6 @@ from . import audit, hosts, keys, output
 from . import options as task_options
 from .config import Settings
 from .errors import QuiltError, Refused
-from .remote import SshTarget
 from .rotation import RotateOptions, Rotation, RotationReport, shared_key_refusal
 from .status import ExitStatus
 
@@ -53,7 +52,7 @@ def run(
     breaking: Any,
 ) -> hosts.Results[RotationReport]:
     operator_store = keys.KeyStore(keys.session(profile, region))
-    targets = hosts.targets(c, settings, stacks=stacks, store_factory=lambda: operator_store)
+    targets = hosts.task_targets(c, settings, stacks=stacks, store_factory=lambda: operator_store)
     try:
         operator = operator_store.operator_arn()
     except keys.AwsError as e:
@@ -63,7 +62,7 @@ def run(
     runs: dict[str, audit.Run] = {}
     lock = threading.Lock()
 
-    def prepare(target: SshTarget) -> str | None:
+    def prepare(target: hosts.HostTarget) -> str | None:
         own = dataclasses.replace(rotate, stack=target.stack or rotate.stack)
         store = keys.KeyStore(keys.session(profile, region))
         rotation = Rotation(target, settings, store, own, output.Progress(prefix=target.name if many else ""))
@@ -93,7 +92,7 @@ def run(
     prepared = hosts.each(targets, prepare, parallel=max(parallel, len(targets)), close=False)
     refusal = shared_key_refusal(dict(prepared.succeeded))
 
-    def execute(target: SshTarget) -> RotationReport:
+    def execute(target: hosts.HostTarget) -> RotationReport:
         rotation = rotations[target.name]
         try:
             if refusal:

@@ -179,6 +179,8 @@ class Script:
         the rest of the script (probes, the env file) still runs.
         """
         configured = self.settings.docker.strip()
+        if configured.startswith("unix://"):  # a socket (the SDK's on the host itself): the CLI on it
+            configured = f"docker -H {q(configured)}"
         if configured != DOCKER_AUTO:
             self.lines.append(f'qdocker() {{ {configured} "$@"; }}; say docker configured')
             return self

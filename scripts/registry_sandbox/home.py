@@ -93,8 +93,10 @@ def apply_access(shape: HostShape, user: pwd.struct_passwd) -> None:
         return
     text = (
         f"# quilt-ops sandbox: passwordless sudo for {user.pw_name}, as ec2-user has on the real host.\n"
-        f"# DOCKER_HOST is kept so that `sudo docker` reaches this host's own engine.\n"
+        f"# DOCKER_HOST is kept so that `sudo docker` reaches this host's own engine, for root too\n"
+        f"# (quilt-ops --local as root: start.sh's `sudo docker` reaches the one engine on a real host).\n"
         f'Defaults:{user.pw_name} env_keep += "DOCKER_HOST"\n'
+        f'Defaults:root env_keep += "DOCKER_HOST"\n'
         f"{user.pw_name} ALL=(ALL) NOPASSWD: ALL\n"
     )
     try:
