@@ -98,9 +98,16 @@ class Settings:
     hosts: tuple[str, ...] = ()
     #: CloudFormation stacks whose EC2InstanceIp are the hosts, when neither -H nor hosts is given.
     stacks: tuple[str, ...] = ()
+    #: Run every task on this machine, the registry host itself, without SSH (what ``--local`` sets).
+    local: bool = False
     #: IAM user whose key the registry runs with ("" = the owner of the host's key).
     iam_user: str = ""
     audit_log: str = "~/.local/state/quilt-ops/audit.log"
+    #: ``health`` also checks each host's AWS side (as with ``--aws``).
+    aws_checks: bool = False
+    #: Age at which the host's access key is a WARNING (CRITICAL at twice it); AWS Config's
+    #: ``access-keys-rotated`` rule says 90.
+    key_max_age_days: float = 90
 
     @classmethod
     def load(cls, config: Any) -> Settings:
@@ -122,8 +129,11 @@ class Settings:
             probe_interval=_seconds(raw, "probe_interval", minimum=0.5),
             hosts=_names(raw, "hosts"),
             stacks=_names(raw, "stacks"),
+            local=_flag(raw, "local"),
             iam_user=_text(raw, "iam_user", allow_empty=True),
             audit_log=os.path.expanduser(_text(raw, "audit_log")),
+            aws_checks=_flag(raw, "aws_checks"),
+            key_max_age_days=_days(raw, "key_max_age_days"),
         )
 
     @property
@@ -262,6 +272,28 @@ def _seconds(raw: dict[str, Any], key: str, minimum: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (minimum <= value <= 86400 and value > 0):
         low = f"at least {minimum:g}" if minimum else "more than 0"
         raise _bad(key, f"a number of seconds, {low} and at most 86400", value)
+    return float(value)
+
+
+def _flag(raw: dict[str, Any], key: str) -> bool:
+    """true or false (``FABRIC_QUILT_*`` variables give text: true/false, yes/no, 1/0)."""
+    value = raw[key]
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0", ""):
+        return value.strip().lower() in ("true", "yes", "1")
+    if not isinstance(value, bool):
+        raise _bad(key, "true or false", value)
+    return value
+
+
+def _days(raw: dict[str, Any], key: str) -> float:
+    value = raw[key]
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise _bad(key, "a number of days", raw[key]) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3650:
+        raise _bad(key, "a number of days, more than 0 and at most 3650", value)
     return float(value)
 
 

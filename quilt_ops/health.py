@@ -3,24 +3,31 @@
 `script` builds a single shell script (see `quilt_ops.shell`) that prints the
 containers' ``docker inspect`` documents, each probe's HTTP status and the
 first bytes of its body, and the env file's mode, owner and which key *names*
-it holds (never a value). `read` turns that output into a typed `Reading`;
-`evaluate` turns a reading into `Check` verdicts and is pure, so tests feed it
-recorded output.
+it holds (never a value); on the host itself (``--local``) the Docker SDK answers
+for the containers instead (`quilt_ops.docker_access`). `read` turns that output
+into a typed `Reading`; `evaluate` turns a reading into `Check` verdicts and is
+pure, so tests feed it recorded output.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from . import containers, shell
+from . import containers, docker_access, shell
 from .checks import Check, HostHealth, Kind
 from .config import REGISTRY_PROBE, Settings
+from .containers import InspectResult
 from .envfile import KEY_ID, KEY_NAMES, LEGACY_SECRET, SECRET
 from .remote import Target
 from .shell import q
 from .status import ExitStatus, worst
 
+#: The env file's bucket line (its value is no secret: ``health --aws`` checks that bucket).
+BUCKET = "PACKAGE_BUCKET_NAME"
+#: S3's bucket naming rules (3-63 characters: lower case letters, digits, dots, hyphens).
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 #: Seconds each probe may take.
 PROBE_TIMEOUT = 5
 #: curl's exit codes worth a word of their own.
@@ -57,18 +64,21 @@ class EnvFileFacts:
     export_lines: int = 0
     #: The access key ID docker passes (not a secret), if it looks like one.
     key_id: str | None = None
+    #: PACKAGE_BUCKET_NAME (not a secret), if it is a valid bucket name (for ``health --aws``).
+    bucket: str | None = None
 
 
 @dataclass
 class Reading:
     """Everything one run of the health script saw on a host."""
 
-    inspect: str = ""
+    #: The containers' documents (or why Docker could not answer).
+    containers: InspectResult = field(default_factory=lambda: InspectResult({}))
     probes: dict[str, ProbeResult] = field(default_factory=dict)
     env_file: EnvFileFacts | None = None
     #: curl is not installed.
     no_curl: bool = False
-    #: How docker was reached: direct, sudo, configured.
+    #: How docker was reached: direct, sudo, configured (the CLI), sdk.
     docker: str = ""
     #: The access key ID the registry container runs with (when asked for), or None.
     key_in_effect: str | None = None
@@ -79,13 +89,22 @@ class Reading:
 # ----------------------------------------------------------------------------- the remote script
 
 
-def script(settings: Settings, probes: bool = True, env_file: bool = True, key_in_effect: bool = False) -> shell.Script:
-    """The one shell script that gathers everything; prints only names and metadata."""
+def script(
+    settings: Settings,
+    probes: bool = True,
+    env_file: bool = True,
+    key_in_effect: bool = False,
+    docker: docker_access.DockerAccess | None = None,
+) -> shell.Script:
+    """The one shell script that gathers everything; prints only names and metadata.
+
+    With the Docker SDK (``docker``, on the host itself) the containers are asked
+    of the engine instead, and the script only probes and looks at the env file.
+    """
     s = shell.Script(settings)
-    s.docker(required=False)
-    s.add("say inspect", containers.inspect_command(settings.containers.names))
-    if key_in_effect:
-        s.add("say key-in-effect", containers.key_in_effect_command(settings.containers.registry, KEY_ID))
+    docker = docker or docker_access.ScriptDocker(settings)
+    docker.prepare(s)
+    docker.add_inspect(s, settings.containers.names, _key_of(settings, key_in_effect))
     if probes:
         add_probes(s, settings)
     if env_file:
@@ -102,6 +121,9 @@ def script(settings: Settings, probes: bool = True, env_file: bool = True, key_i
             "awk '{print $2, $3, $1}'; "
             f"qfile cat -- {f} | sed -n -E 's/^[[:space:]]*{KEY_ID}=([A-Z0-9]{{16,128}})\\r?$/keyid \\1/p' | "
             "tail -n 1; "
+            # The bucket's name is no secret; only a valid bucket name is printed.
+            f"qfile cat -- {f} | sed -n -E "
+            f"'s/^[[:space:]]*{BUCKET}=([a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9])\\r?$/bucket \\1/p' | tail -n 1; "
             f"echo \"exports $(qfile cat -- {f} | grep -cE '^[[:space:]]*export[[:space:]]')\"; fi",
         )
     s.end()
@@ -121,17 +143,16 @@ def add_probes(s: shell.Script, settings: Settings) -> None:
         )
 
 
-def read(output: shell.Output) -> Reading:
-    """The typed reading of the script's output."""
-    reading = Reading(complete=output.complete, docker=output.word("docker"))
-    inspect = output.first("inspect")
-    reading.inspect = inspect.text if inspect else ""
-    docker_failed = output.first("dockerfail")
-    if docker_failed is not None:
-        reading.inspect = docker_failed.text
-    key = output.first("key-in-effect")
-    if key is not None:
-        reading.key_in_effect = containers.parse_key_in_effect(key.text)
+def _key_of(settings: Settings, key_in_effect: bool) -> str | None:
+    return settings.containers.registry if key_in_effect else None
+
+
+def read(output: shell.Output, docker: docker_access.DockerAnswer | None = None) -> Reading:
+    """The typed reading of the script's output (and of the SDK's answer, when it gave one)."""
+    answer = docker or docker_access.from_sections(output)
+    reading = Reading(
+        complete=output.complete, docker=answer.how, containers=answer.containers, key_in_effect=answer.key_in_effect
+    )
     reading.no_curl = output.first("nocurl") is not None
     for section in output.all("probe"):
         words = section.words
@@ -164,6 +185,8 @@ def _env_facts(lines: list[str]) -> EnvFileFacts:
             facts.keys[words[1]] = int(words[2])
         elif words[:1] == ["keyid"] and len(words) == 2:
             facts.key_id = containers.parse_key_in_effect(words[1])
+        elif words[:1] == ["bucket"] and len(words) == 2 and BUCKET_NAME.fullmatch(words[1]):
+            facts.bucket = words[1]
         elif words[:1] == ["exports"] and len(words) == 2 and words[1].isdigit():
             facts.export_lines = int(words[1])
     return facts
@@ -215,6 +238,8 @@ def env_file_check(path: str, facts: EnvFileFacts | None) -> Check:
     }
     if facts.key_id:
         details["key_id"] = facts.key_id
+    if facts.bucket:
+        details["bucket"] = facts.bucket
     if not facts.readable:
         return check(ExitStatus.CRITICAL, f"{path} is not readable by the login user, and sudo does not work", details)
     problems: list[tuple[ExitStatus, str]] = []
@@ -250,9 +275,7 @@ def evaluate(
 ) -> HostHealth:
     """Every check for one host, from a reading."""
     checks: list[Check] = list(
-        containers.verdicts(
-            containers.parse_inspect(reading.inspect), settings.containers, now or datetime.now(timezone.utc)
-        )
+        containers.verdicts(reading.containers, settings.containers, now or datetime.now(timezone.utc))
     )
     if probes:
         for name, url in settings.probes.items():
@@ -268,11 +291,12 @@ def look(
     target: Target, settings: Settings, probes: bool = True, env_file: bool = True, key_in_effect: bool = False
 ) -> Reading:
     """Runs the health script on one host (one remote command) and reads it."""
-    built = script(settings, probes, env_file, key_in_effect)
+    docker = docker_access.of(target, settings)
+    built = script(settings, probes, env_file, key_in_effect, docker)
     result = target.run(built.text(), timeout=60, what="the health script")
     output = shell.parse(result.stdout_bytes, built.marker)
     shell.raise_for_failure(output, target.name, settings)
-    return read(output)
+    return read(output, docker.answer(output, settings.containers.names, _key_of(settings, key_in_effect)))
 
 
 def collect(target: Target, settings: Settings, probes: bool = True, env_file: bool = True) -> HostHealth:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from .checks import HostHealth, Kind
+from .checks import Check, HostHealth, Kind
 from .status import ExitStatus, label, worst
 
 SPINNER = "|/-\\"
@@ -145,7 +145,53 @@ def health_nagios(reports: list[HostHealth]) -> str:
         for check in report.of_kind(Kind.PROBE):
             if check.details.get("seconds") is not None:
                 perf.append(f"{prefix}{_perf_label(check.name)}={check.details['seconds']:.4f}s;;;0")
+        for check in report.checks:
+            for (*_, name, unit, thresholds), value in aws_numbers(check):
+                if name == "key_age":
+                    days = float(check.details.get("max_age_days") or 0) * 86400
+                    thresholds = f"{days:.0f};{2 * days:.0f}"
+                perf.append(f"{prefix}{name}={_number(value)}{unit};{thresholds or ';'};0")
     return f"QUILT {label(status)} - {detail} | {' '.join(perf)}"
+
+
+#: The AWS side's numbers (``health --aws``), from the details of its checks: Prometheus gauge,
+#: its help, the check's kind (and subject, "" for any), the detail, the label naming the
+#: subject ("" for none), then the Nagios perfdata label, unit, and warn;crit thresholds.
+AWS_GAUGES: tuple[tuple[str, str, Kind, str, str, str, str, str, str], ...] = (
+    ("quilt_key_age_seconds", "Age of the access key the host runs with.",
+     Kind.AWS_KEY, "in use", "age_seconds", "", "key_age", "s", ""),
+    ("quilt_key_last_used_seconds", "Seconds since the host's access key was last used (absent: never).",
+     Kind.AWS_KEY, "in use", "last_used_seconds", "", "key_last_used", "s", ""),
+    ("quilt_policy_extra_actions", "Actions the IAM user's policies allow beyond the registry's bucket actions.",
+     Kind.AWS_POLICY, "", "extra", "", "policy_extra_actions", "", ""),
+    ("quilt_bucket_versioning_enabled", "1 when the package bucket's versioning is enabled.",
+     Kind.BUCKET, "", "versioning_enabled", "bucket", "bucket_versioning", "", ""),
+    ("quilt_db_backup_retention_days", "Days of automated backups the stack's database keeps (0: off).",
+     Kind.DATABASE, "", "backup_retention_days", "db", "db_backup_retention_days", "", ""),
+    ("quilt_db_latest_restorable_age_seconds", "Age of the database's latest restorable time.",
+     Kind.DATABASE, "", "latest_restorable_age_seconds", "db", "db_restorable_age", "s", ""),
+    ("quilt_db_manual_snapshot_age_seconds", "Age of the database's newest manual snapshot (absent: none).",
+     Kind.DATABASE, "", "newest_manual_snapshot_age_seconds", "db", "db_manual_snapshot_age", "s", ""),
+    ("quilt_stack_status_ok", "1 when the stack is not in a failed, rolled-back or deleted state.",
+     Kind.STACK, "", "status_ok", "stack", "stack_status_ok", "", ""),
+)  # fmt: skip
+
+
+def aws_numbers(check: Check) -> list[tuple[tuple[str, str, Kind, str, str, str, str, str, str], float]]:
+    """The AWS gauges a check gives, with their values (a list counts its items, a bool is 0 or 1)."""
+    found = []
+    for gauge in AWS_GAUGES:
+        _, _, kind, subject, detail, *_ = gauge
+        value = check.details.get(detail)
+        if check.kind != kind or (subject and check.subject != subject) or value is None:
+            continue
+        found.append((gauge, float(len(value) if isinstance(value, list) else value)))
+    return found
+
+
+def _number(value: float) -> str:
+    """Whole numbers as such, others with 3 decimals (no exponent: monitoring parsers vary)."""
+    return str(int(value)) if value == int(value) else f"{value:.3f}"
 
 
 def _prom_escape(value: str) -> str:
@@ -161,6 +207,7 @@ def health_prometheus(reports: list[HostHealth]) -> str:
         "quilt_probe_http_status": ("HTTP status a probe answered (0: no answer).", []),
         "quilt_container_uptime_seconds": ("Seconds since a container started.", []),
         "quilt_container_restart_count": ("Docker's restart count of a container.", []),
+        **{gauge[0]: (gauge[1], []) for gauge in AWS_GAUGES},
     }
     for report in reports:
         host = _prom_escape(report.host)
@@ -191,6 +238,9 @@ def health_prometheus(reports: list[HostHealth]) -> str:
                     f'quilt_container_restart_count{{host="{host}",container="{container}"}} '
                     f"{details.get('restart_count') or 0}"
                 )
+            for (metric, _, _, _, _, label_name, *_), value in aws_numbers(check):
+                labels = f'host="{host}"' + (f',{label_name}="{_prom_escape(check.subject)}"' if label_name else "")
+                metrics[metric][1].append(f"{metric}{{{labels}}} {_number(value)}")
     lines = []
     for name, (help_text, samples) in metrics.items():
         if samples:

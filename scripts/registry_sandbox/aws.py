@@ -17,6 +17,7 @@ import string
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,17 @@ REGION = "us-east-1"
 #: Credentials moto accepts before IAM auth is switched on (used only to provision).
 BOOTSTRAP = ("sandbox-admin", "sandbox-admin")
 OPERATOR = "quilt-operator"
+#: What a host's moto holds and how it runs; a host provisioned by an older sandbox
+#: (without the database, or with plain ``moto_server``) is restarted and provisioned anew.
+AWS_VERSION = 2
+#: The stack's database (the real template's logical ID is not published; quilt-ops finds
+#: the database by its type, AWS::RDS::DBInstance).
+DB_RESOURCE = "RegistryDatabase"
+#: Days of automated backups the sandbox's database keeps (the baseline).
+BACKUP_RETENTION_DAYS = 7
 
 # The real template's inline policy of RegistryUser.
+REGISTRY_POLICY_NAME = "RegistryUserS3Access"
 REGISTRY_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
@@ -47,12 +57,14 @@ REGISTRY_POLICY = {
 def stack_template(stack: str) -> dict[str, Any]:
     """The CloudFormation template of the sandbox stack: the parts of the real one the tool meets.
 
-    (An ``AWS::RDS::DBInstance`` would be added here, and its outputs read in ``provision``.)
     RegistryUser gets the name CloudFormation would give it, ``<stack>-RegistryUser-<13
-    characters>`` (moto's own generated names have 12).
+    characters>`` (moto's own generated names have 12). The database is an
+    ``AWS::RDS::DBInstance`` that moto's CloudFormation creates in its RDS (named
+    ``<stack>-<logical id>-<random>`` in lower case, as CloudFormation names it).
     """
     alphabet = string.ascii_uppercase + string.digits
     user_name = f"{stack}-RegistryUser-" + "".join(secrets.choice(alphabet) for _ in range(13))
+    db_password = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "Quilt Teams Registry (quilt-ops sandbox)",
@@ -62,6 +74,18 @@ def stack_template(stack: str) -> dict[str, Any]:
                 "Properties": {"VersioningConfiguration": {"Status": "Enabled"}},
             },
             "RegistryUser": {"Type": "AWS::IAM::User", "Properties": {"UserName": user_name}},
+            DB_RESOURCE: {
+                "Type": "AWS::RDS::DBInstance",
+                "Properties": {
+                    "Engine": "postgres",
+                    "DBInstanceClass": "db.t3.small",
+                    "AllocatedStorage": "20",
+                    "MasterUsername": "quilt",
+                    "MasterUserPassword": db_password,
+                    "BackupRetentionPeriod": BACKUP_RETENTION_DAYS,
+                    "Port": 5432,
+                },
+            },
         },
         "Outputs": {
             "EC2InstanceIp": {"Value": "127.0.0.1"},
@@ -74,15 +98,22 @@ def stack_template(stack: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- processes
 
 
-def moto_server() -> str:
+def moto_server() -> list[str]:
+    """moto's server with the sandbox API (``files/moto_server_sandbox.py``); needs moto[server]."""
     path = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
     if not Path(path).exists():
         raise SandboxError("moto_server is missing: pip install 'moto[server]'")
-    return path
+    return [sys.executable, str(FILES / "moto_server_sandbox.py")]
 
 
 def aws_alive(aws: AwsState | None) -> bool:
-    return aws is not None and pid_alive(aws.moto_pid) and pid_alive(aws.proxy_pid) and port_open(aws.proxy_port)
+    return (
+        aws is not None
+        and aws.version == AWS_VERSION
+        and pid_alive(aws.moto_pid)
+        and pid_alive(aws.proxy_pid)
+        and port_open(aws.proxy_port)
+    )
 
 
 def start_aws(layout: Layout, moto_port: int, proxy_port: int) -> AwsState:
@@ -92,14 +123,21 @@ def start_aws(layout: Layout, moto_port: int, proxy_port: int) -> AwsState:
     layout.aws_faults.write_text("{}")
     env = clean_env()
     # moto runs with the host's aws folder as cwd: that is how a sweep finds it without its pid.
-    moto = _spawn([moto_server(), "-H", "127.0.0.1", "-p", str(moto_port)], root / "moto.log", root, env)
+    moto = _spawn([*moto_server(), "-H", "127.0.0.1", "-p", str(moto_port)], root / "moto.log", root, env)
     proxy = _spawn(
         [sys.executable, str(FILES / "aws_proxy.py"), str(proxy_port), str(moto_port), str(layout.aws_faults)],
         root / "proxy.log",
         root,
         env,
     )
-    return AwsState(moto_port=moto_port, proxy_port=proxy_port, moto_pid=moto.pid, proxy_pid=proxy.pid, region=REGION)
+    return AwsState(
+        moto_port=moto_port,
+        proxy_port=proxy_port,
+        moto_pid=moto.pid,
+        proxy_pid=proxy.pid,
+        region=REGION,
+        version=AWS_VERSION,
+    )
 
 
 def wait_aws(aws: AwsState, timeout: float = 60) -> None:
@@ -161,9 +199,11 @@ def provision(aws: AwsState, stack: str) -> tuple[str, str]:
         r["LogicalResourceId"]: r["PhysicalResourceId"]
         for r in cfn.describe_stack_resources(StackName=stack)["StackResources"]
     }
-    user, bucket = resources["RegistryUser"], resources["PackageBucket"]
+    user, bucket, db = resources["RegistryUser"], resources["PackageBucket"], resources[DB_RESOURCE]
     policy = json.dumps(REGISTRY_POLICY).replace("{bucket}", bucket)
-    iam.put_user_policy(UserName=user, PolicyName="RegistryUserS3Access", PolicyDocument=policy)
+    iam.put_user_policy(UserName=user, PolicyName=REGISTRY_POLICY_NAME, PolicyDocument=policy)
+    # moto's CloudFormation ignores the bucket's VersioningConfiguration: applied here.
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
     s3.put_object(Bucket=bucket, Key="objs/README", Body=b"quilt package objects\n")
     key = iam.create_access_key(UserName=user)["AccessKey"]
     iam.create_user(UserName=OPERATOR)
@@ -182,9 +222,144 @@ def provision(aws: AwsState, stack: str) -> tuple[str, str]:
         f"{aws.moto_endpoint}/moto-api/reset-auth", data=b"0", method="POST", headers={"Content-Type": "text/plain"}
     )
     urllib.request.urlopen(request, timeout=10).read()
-    aws.stack, aws.iam_user, aws.bucket = stack, user, bucket
+    aws.stack, aws.iam_user, aws.bucket, aws.db_instance = stack, user, bucket, db
     aws.operator_key_id, aws.operator_secret = operator["AccessKeyId"], operator["SecretAccessKey"]
     return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+# ----------------------------------------------------------------------------- states of the AWS side
+
+#: What ``set_state`` can change; ``restore_baseline`` puts each back.
+STATES = (
+    "key_age_days",
+    "stack_status",
+    "restorable_lag_seconds",
+    "snapshot_seconds",
+    "versioning",
+    "retention_days",
+    "db_stopped",
+    "extra_policy",
+    "attached_policy",
+)
+
+
+def sandbox_api(aws: AwsState, name: str, **body: Any) -> None:
+    """One call of the sandbox API of the host's moto (``files/moto_server_sandbox.py``)."""
+    request = urllib.request.Request(
+        f"{aws.moto_endpoint}/sandbox-api/{name}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        urllib.request.urlopen(request, timeout=10).read()
+    except urllib.error.HTTPError as e:
+        raise SandboxError(f"sandbox API {name}: {e.read().decode(errors='replace')}") from None
+
+
+def _changed_marker(layout: Layout) -> Path:
+    return layout.aws / "changed"
+
+
+def mark_changed(layout: Layout) -> None:
+    """Says that a test changed the AWS side, so that ``restore_baseline`` runs at the next reset."""
+    _changed_marker(layout).write_text("1")
+
+
+def set_state(aws: AwsState, layout: Layout, key_id: str = "", **changes: Any) -> None:
+    """Puts the host's AWS side in a state a check must see (``reset`` puts the baseline back).
+
+    key_age_days N          the key ``key_id`` was created N days ago (sandbox API: moto has no way)
+    stack_status S          the stack is in state S, e.g. UPDATE_ROLLBACK_FAILED (sandbox API)
+    restorable_lag_seconds  the database's latest restorable time lags that much (sandbox API)
+    snapshot_seconds N      new manual snapshots stay "creating" N seconds (sandbox API)
+    versioning S            the bucket's versioning: Suspended (PutBucketVersioning)
+    retention_days N        automated backups kept N days, 0 = off (ModifyDBInstance)
+    db_stopped True         the database is stopped (StopDBInstance)
+    extra_policy DOC        RegistryUser gets a second inline policy, ``extra`` (PutUserPolicy)
+    attached_policy DOC     RegistryUser gets a managed policy attached (CreatePolicy, AttachUserPolicy)
+    """
+    from datetime import datetime, timedelta, timezone
+
+    unknown = set(changes) - set(STATES)
+    if unknown:
+        raise SandboxError(f"unknown AWS states: {sorted(unknown)}")
+    mark_changed(layout)
+    now = datetime.now(timezone.utc)
+    if "key_age_days" in changes:
+        created = now - timedelta(days=float(changes["key_age_days"]))
+        sandbox_api(aws, "access-key", access_key_id=key_id, create_date=created.isoformat())
+    if "stack_status" in changes:
+        sandbox_api(aws, "stack-status", stack_name=aws.stack, status=changes["stack_status"])
+    if "restorable_lag_seconds" in changes:
+        lagging = now - timedelta(seconds=float(changes["restorable_lag_seconds"]))
+        sandbox_api(
+            aws, "db-instance", db_instance_identifier=aws.db_instance, latest_restorable_time=lagging.isoformat()
+        )
+    if "snapshot_seconds" in changes:
+        sandbox_api(aws, "snapshot-seconds", seconds=float(changes["snapshot_seconds"]))
+    if "versioning" in changes:
+        client(aws, "s3").put_bucket_versioning(
+            Bucket=aws.bucket, VersioningConfiguration={"Status": changes["versioning"]}
+        )
+    rds = client(aws, "rds")
+    if "retention_days" in changes:
+        rds.modify_db_instance(
+            DBInstanceIdentifier=aws.db_instance,
+            BackupRetentionPeriod=int(changes["retention_days"]),
+            ApplyImmediately=True,
+        )
+    if changes.get("db_stopped"):
+        rds.stop_db_instance(DBInstanceIdentifier=aws.db_instance)
+    iam = client(aws, "iam")
+    if "extra_policy" in changes:
+        iam.put_user_policy(
+            UserName=aws.iam_user, PolicyName="extra", PolicyDocument=json.dumps(changes["extra_policy"])
+        )
+    if "attached_policy" in changes:
+        name = f"sandbox-attached-{secrets.token_hex(4)}"
+        arn = iam.create_policy(PolicyName=name, PolicyDocument=json.dumps(changes["attached_policy"]))["Policy"]["Arn"]
+        iam.attach_user_policy(UserName=aws.iam_user, PolicyArn=arn)
+
+
+def restore_baseline(aws: AwsState, layout: Layout) -> bool:
+    """Puts back what ``set_state`` (or a test that called ``mark_changed``) changed; quick when
+    nothing was. RegistryUser's keys older than a day are deleted (reset then makes a fresh one).
+    Returns whether anything was looked at."""
+    from datetime import datetime, timedelta, timezone
+
+    marker = _changed_marker(layout)
+    if not marker.exists():
+        return False
+    sandbox_api(aws, "snapshot-seconds", seconds=0)
+    sandbox_api(aws, "stack-status", stack_name=aws.stack, status="CREATE_COMPLETE")
+    sandbox_api(aws, "db-instance", db_instance_identifier=aws.db_instance, latest_restorable_time=None)
+    rds = client(aws, "rds")
+    db = rds.describe_db_instances(DBInstanceIdentifier=aws.db_instance)["DBInstances"][0]
+    if db["DBInstanceStatus"] == "stopped":
+        rds.start_db_instance(DBInstanceIdentifier=aws.db_instance)
+    if db["BackupRetentionPeriod"] != BACKUP_RETENTION_DAYS:
+        rds.modify_db_instance(
+            DBInstanceIdentifier=aws.db_instance, BackupRetentionPeriod=BACKUP_RETENTION_DAYS, ApplyImmediately=True
+        )
+    manual = rds.describe_db_snapshots(DBInstanceIdentifier=aws.db_instance, SnapshotType="manual")["DBSnapshots"]
+    for snapshot in manual:
+        rds.delete_db_snapshot(DBSnapshotIdentifier=snapshot["DBSnapshotIdentifier"])
+    client(aws, "s3").put_bucket_versioning(Bucket=aws.bucket, VersioningConfiguration={"Status": "Enabled"})
+    iam = client(aws, "iam")
+    for name in iam.list_user_policies(UserName=aws.iam_user)["PolicyNames"]:
+        if name != REGISTRY_POLICY_NAME:
+            iam.delete_user_policy(UserName=aws.iam_user, PolicyName=name)
+    policy = json.dumps(REGISTRY_POLICY).replace("{bucket}", aws.bucket)
+    iam.put_user_policy(UserName=aws.iam_user, PolicyName=REGISTRY_POLICY_NAME, PolicyDocument=policy)
+    for attached in iam.list_attached_user_policies(UserName=aws.iam_user)["AttachedPolicies"]:
+        iam.detach_user_policy(UserName=aws.iam_user, PolicyArn=attached["PolicyArn"])
+    old = datetime.now(timezone.utc) - timedelta(days=1)
+    for key in iam.list_access_keys(UserName=aws.iam_user)["AccessKeyMetadata"]:
+        if key["CreateDate"] < old:
+            iam.delete_access_key(UserName=aws.iam_user, AccessKeyId=key["AccessKeyId"])
+    marker.unlink(missing_ok=True)
+    return True
 
 
 # ----------------------------------------------------------------------------- proxy faults

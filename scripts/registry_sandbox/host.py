@@ -291,6 +291,19 @@ class Host:
     def clear_aws_faults(self) -> None:
         aws_mod.clear_faults(self.layout.aws_faults)
 
+    @property
+    def db_instance(self) -> str:
+        return self.aws.db_instance
+
+    def aws_state(self, **changes: Any) -> None:
+        """Puts the AWS side in a state for a test (``aws.set_state``: key_age_days, stack_status,
+        versioning, retention_days, ...); ``reset`` puts the baseline back."""
+        aws_mod.set_state(self.aws, self.layout, key_id=self.host_key_id(), **changes)
+
+    def aws_changed(self) -> None:
+        """Says a test changes the AWS side itself (snapshots, policies): ``reset`` restores the baseline."""
+        aws_mod.mark_changed(self.layout)
+
     # -- the engine and the login user ----------------------------------------------------------
 
     def docker(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -562,6 +575,7 @@ class Host:
             for path in self.env_dir.iterdir():
                 if path.name.startswith(LEFTOVER_PREFIXES):
                     shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+            aws_mod.restore_baseline(self.aws, layout)
             key = self.ensure_key(home_mod.env_key(self.env_text()))
             home_mod.write_env_files(layout, state, user, *key)
             if not self._runs_as_written():

@@ -77,6 +77,10 @@ class AwsState:
     bucket: str = ""
     operator_key_id: str = ""
     operator_secret: str = ""
+    #: The stack's RDS instance (its physical ID).
+    db_instance: str = ""
+    #: ``aws.AWS_VERSION`` of the sandbox that started it (1: before the database).
+    version: int = 1
 
     @property
     def provisioned(self) -> bool:
