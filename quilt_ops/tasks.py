@@ -30,7 +30,6 @@ from .checks import unreachable
 from .config import DEFAULTS, Settings
 from .errors import ConfigError, ConnectionLost, NotStarted, QuiltError
 from .lock import HostLock
-from .remote import SshTarget
 from .reporting import Reporter
 from .status import ExitStatus, label
 
@@ -80,7 +79,7 @@ def finish(results: hosts.Results[T], describe: Callable[[T], str | None]) -> No
         raise Exit(code=int(status))
 
 
-def progress(target: SshTarget, many: bool) -> output.Progress:
+def progress(target: hosts.HostTarget, many: bool) -> output.Progress:
     return output.Progress(prefix=target.name if many else "")
 
 
@@ -98,25 +97,48 @@ YES_HELP = "answer yes to --break-lock's question"
         "format": "table (default), json, nagios (one status line with perfdata) or prometheus "
         "(text exposition format, for node_exporter's textfile collector)",
         "parallel": f"how many hosts to check at once (default {options.DEFAULT_PARALLEL})",
-        "stack": HOST_HELP,
+        "stack": HOST_HELP + "; with -H, the stack of the host for --aws",
+        "aws": "also check each host's AWS side (or quilt.aws_checks: true): its key's age and use, its IAM "
+        "user's policies, the bucket's versioning, the stack's status and its database's backups",
+        "iam-user": "--aws: the IAM user of the host's key (default quilt.iam_user, else the key's owner)",
+        "profile": "--aws: AWS profile (default: boto3's credential chain)",
+        "region": "--aws: AWS region (default: boto3's)",
     },
     iterable=["stack"],
 )
 @reports_errors(only_status=ExitStatus.UNKNOWN)
-def health(c: Any, json: bool = False, format: str = "table", parallel: Any = None, stack: Any = None) -> None:
+def health(
+    c: Any,
+    json: bool = False,
+    format: str = "table",
+    parallel: Any = None,
+    stack: Any = None,
+    aws: bool = False,
+    iam_user: Any = None,
+    profile: Any = None,
+    region: Any = None,
+) -> None:
     """Check containers, HTTP probes and the env file; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 
     One SSH connection a host and one remote command: a single `docker inspect`
     of quilt.containers (through sudo if the login user cannot reach Docker),
     each probe of quilt.probes with curl on the host, and the env file's mode and
-    key-line names (never its values).
+    key-line names (never its values). With --aws, each host's AWS side is
+    checked too, alongside its SSH round trip.
     """
     settings = Settings.load(c.config)
     render = output.FORMATS.get("json" if json else format)
     if render is None:
         raise ConfigError(f"--format must be one of {', '.join(output.FORMATS)}, not {format!r}")
-    targets = hosts.targets(c, settings, stacks=stack)
-    results = hosts.each(targets, lambda target: health_checks.collect(target, settings), options.parallel(parallel))
+    targets = hosts.task_targets(c, settings, stacks=stack)
+    workers = options.parallel(parallel)
+    if aws or settings.aws_checks:
+        from . import account
+
+        side = account.options(settings, iam_user, stack, profile, region)
+        results = account.each(targets, side, workers, lambda target: health_checks.collect(target, settings))
+    else:
+        results = hosts.each(targets, lambda target: health_checks.collect(target, settings), workers)
     reports = [r.value if r.value is not None else unreachable(r.host, str(r.error)) for r in results]
     print(render(reports), end="" if render is output.health_prometheus else "\n")
     for report in reports:
@@ -164,11 +186,11 @@ def restart(
     settings = Settings.load(c.config)
     wait = options.seconds("--timeout", timeout)
     workers = options.parallel(parallel)
-    targets = hosts.targets(c, settings, stacks=stack)
+    targets = hosts.task_targets(c, settings, stacks=stack)
     many = len(targets) > 1
     breaking = options.confirm_breaking(yes) if break_lock else None
 
-    def run_one(target: SshTarget) -> restarting.RestartReport | None:
+    def run_one(target: hosts.HostTarget) -> restarting.RestartReport | None:
         if dry_run:
             restart_plan(target, settings, progress(target, many))
             return None
@@ -200,7 +222,7 @@ def restart(
     finish(hosts.each(targets, run_one, workers), describe)
 
 
-def restart_plan(target: SshTarget, settings: Settings, reporter: Reporter) -> None:
+def restart_plan(target: hosts.HostTarget, settings: Settings, reporter: Reporter) -> None:
     """What ``restart`` would do on one host, from its current state."""
     report = health_checks.collect(target, settings, env_file=False)
     lines = [
@@ -330,10 +352,10 @@ def create_admin(
     workers = options.parallel(parallel, default=1)
     details = admin.gather(username, email, password_stdin, os.environ)
     admin.validate(details)
-    targets = hosts.targets(c, settings, stacks=stack)
+    targets = hosts.task_targets(c, settings, stacks=stack)
     breaking = options.confirm_breaking(yes) if break_lock else None
 
-    def run_one(target: SshTarget) -> str:
+    def run_one(target: hosts.HostTarget) -> str:
         host = target.name
         if dry_run:
             found = admin.precheck(target, settings)
@@ -394,7 +416,155 @@ def stacks(c: Any, json: bool = False, profile: Any = None, region: Any = None) 
     )
 
 
-ns = Collection(health, restart, rotate_keys, create_admin, stacks)
+# ----------------------------------------------------------------------------- backup, backups
+
+DB_HELP = "the RDS instance (default: the stack's AWS::RDS::DBInstance resource)"
+BACKUP_STACK_HELP = "the registry's CloudFormation stack (repeatable; or quilt.stacks)"
+
+
+@options.task(
+    help={
+        "stack": BACKUP_STACK_HELP,
+        "db-instance": DB_HELP,
+        "wait": "wait until the snapshot is available, showing its progress",
+        "timeout": "seconds --wait waits (default 1800); RDS goes on after it",
+        "keep": "then delete the oldest snapshots quilt-ops made of this database beyond the N newest available "
+        "ones (never any other snapshot)",
+        "dry-run": "check and say what would be done, change nothing",
+        "profile": "AWS profile (default: boto3's credential chain)",
+        "region": "AWS region (default: boto3's)",
+    },
+    iterable=["stack"],
+)
+@reports_errors()
+def backup(
+    c: Any,
+    stack: Any = None,
+    db_instance: Any = None,
+    wait: bool = False,
+    timeout: Any = None,
+    keep: Any = None,
+    dry_run: bool = False,
+    profile: Any = None,
+    region: Any = None,
+) -> None:
+    """Make a manual RDS snapshot of the stack's database, named quilt-ops-<stack>-<UTC time>.
+
+    The snapshot is tagged made-by=quilt-ops. A database that is not available, or
+    that a snapshot is already being made of, is refused. --keep N then deletes the
+    oldest snapshots quilt-ops made beyond the N newest available ones. Exit 0 done,
+    4 refused or failed (nothing changed), 5 made but not finished (timeout, or old
+    snapshots not deleted), 64 bad option.
+    """
+    from . import backups as backing
+
+    settings = Settings.load(c.config)
+    run = backing.BackupOptions(
+        wait=wait,
+        timeout=options.seconds("--timeout", timeout) or 1800.0,
+        keep=backing.keep_count(keep),
+        dry_run=dry_run,
+    )
+    databases = backing.databases(list(stack or settings.stacks), db_instance or None)
+    many = len(databases) > 1
+    results = backing.run_backup(
+        settings.audit_log,
+        databases,
+        run,
+        profile or None,
+        region or None,
+        lambda label: output.Progress(prefix=label if many else ""),
+    )
+    finish(results, lambda report: report.line())
+
+
+@options.task(
+    help={
+        "stack": BACKUP_STACK_HELP,
+        "db-instance": DB_HELP,
+        "json": "print JSON instead of the table",
+        "profile": "AWS profile (default: boto3's credential chain)",
+        "region": "AWS region (default: boto3's)",
+    },
+    iterable=["stack"],
+)
+@reports_errors()
+def backups(
+    c: Any, stack: Any = None, db_instance: Any = None, json: bool = False, profile: Any = None, region: Any = None
+) -> None:
+    """List the snapshots quilt-ops made of the stack's database, newest first, with state, size and age."""
+    from datetime import datetime, timezone
+
+    from . import backups as backing
+
+    settings = Settings.load(c.config)
+    databases = backing.databases(list(stack or settings.stacks), db_instance or None)
+    found = backing.list_backups(databases, profile or None, region or None)
+    now = datetime.now(timezone.utc)
+    if json:
+        import json as json_module
+
+        doc = [
+            {"stack": name, "db_instance": db, **backing.as_dict(s, now)} for name, db, snaps in found for s in snaps
+        ]
+        print(json_module.dumps(doc, indent=2))
+        return
+    for index, (name, db, snaps) in enumerate(found):
+        if index:
+            print()
+        if not snaps:
+            print(f"{name}: no snapshots made by quilt-ops of {db}")
+            continue
+        print(f"{name}: {len(snaps)} snapshot(s) made by quilt-ops of {db}")
+        print(output.table(backing.rows(snaps, now), ("SNAPSHOT", "STATE", "SIZE", "AGE", "CREATED")))
+
+
+# ----------------------------------------------------------------------------- exporter
+
+
+@options.task(
+    help={
+        "listen": "HOST:PORT to serve /metrics on (default 127.0.0.1:9877; [::1]:PORT for IPv6, :PORT for every "
+        "IPv4 interface)",
+        "parallel": "how many hosts to check at once on a scrape (default 20)",
+        "scrape-timeout": "seconds a scrape waits for the hosts (default 10); a host that has not answered "
+        "by then reports quilt_up 0",
+        "min-interval": "seconds during which a new scrape is served the last results (default 5; 0: never)",
+        "stack": HOST_HELP,
+    },
+    iterable=["stack"],
+)
+@reports_errors()
+def exporter(
+    c: Any,
+    listen: Any = None,
+    parallel: Any = None,
+    scrape_timeout: Any = None,
+    min_interval: Any = None,
+    stack: Any = None,
+) -> None:
+    """Serve health as Prometheus metrics on /metrics, over one SSH connection per host kept open.
+
+    Each scrape runs the health checks on every host (one remote command each),
+    --parallel at a time, within --scrape-timeout; a scrape within --min-interval
+    of the last one is served its results. Runs until SIGINT or SIGTERM (exit 0).
+    Exit 64 when it cannot listen on --listen or on a bad option or config.
+    """
+    from . import exporter as exporting
+
+    settings = Settings.load(c.config)
+    exporting.run(
+        c,
+        settings,
+        exporting.DEFAULT_LISTEN if listen is None else listen,
+        options.parallel(parallel, default=exporting.DEFAULT_PARALLEL),
+        options.seconds("--scrape-timeout", scrape_timeout) or exporting.DEFAULT_SCRAPE_TIMEOUT,
+        exporting.interval("--min-interval", min_interval, exporting.DEFAULT_MIN_INTERVAL),
+        stacks=stack,
+    )
+
+
+ns = Collection(health, restart, rotate_keys, create_admin, stacks, exporter, backup, backups)
 # quilt.containers takes a mapping or a list: invoke cannot merge one over the other, so its
 # default is applied by Settings.load rather than declared to invoke.
 ns.configure({"quilt": {key: value for key, value in DEFAULTS.items() if key != "containers"}})

@@ -1,0 +1,648 @@
+"""``quilt-ops exporter``: health as a Prometheus exporter, over SSH connections kept open.
+
+A scrape of ``/metrics`` runs `quilt_ops.health.collect` on every host (one
+remote command each), at most ``parallel`` hosts at once, and serves what
+``health --format prometheus`` prints (rendered by
+`quilt_ops.output.health_prometheus`, the one definition of those metrics,
+parsed back into metric families) plus ``quilt_up{host}``, each host's check
+time and the scrape's own time. A second scrape within ``min_interval`` of the
+last one is served the last results without touching any host.
+
+Connections (`Connections`): one per host, opened on the first scrape that
+needs it and kept open for the next ones, host keys checked as everywhere
+(`quilt_ops.ssh`: an unknown or changed key is that host's reason to be down,
+never trusted). A connection that fails is closed; the host is tried again
+only after a back-off (`backoff`: 1 s, 2 s, 4 s... up to a minute), and until
+then reported down at once with its last reason.
+
+Deadlines (`run_bounded`): a scrape waits for its hosts until
+``scrape_timeout`` and no longer. A host still busy then is reported down,
+its connection is closed (so the thread stuck reading it wakes up and ends)
+and its thread is forgotten: it no longer counts against ``parallel``, and the
+host gets no new thread until that one has ended, so hosts that hang can
+neither fill the pool nor pile up threads (at most one per host).
+
+The HTTP server (`serve`) is bound before any host is contacted; SIGINT and
+SIGTERM stop it and close every connection. prometheus_client is imported
+here only, so the other tasks do not pay for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import ipaddress
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
+from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import urlparse
+
+from . import output
+from .checks import HostHealth, unreachable
+from .config import Settings
+from .errors import ConfigError, ConnectionLost, HostError, QuiltError
+
+DEFAULT_LISTEN = "127.0.0.1:9877"
+DEFAULT_SCRAPE_TIMEOUT = 10.0
+#: Hosts checked at once: 20 hosts are one wave (each check costs the exporter a few ms of CPU).
+DEFAULT_PARALLEL = 20
+DEFAULT_MIN_INTERVAL = 5.0
+#: Back-off before reconnecting to a host: the first wait, and the longest.
+BACKOFF_FIRST = 1.0
+BACKOFF_MOST = 60.0
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+# ----------------------------------------------------------------------------- decisions (pure)
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """Where the exporter listens."""
+
+    host: str
+    port: int
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_listen(value: Any) -> ListenAddress:
+    """``--listen``: ``HOST:PORT``, ``[IPv6]:PORT``, or ``:PORT`` (every IPv4 interface).
+
+    Port 0 takes any free port (the line printed at start says which).
+    """
+    text = str(value).strip() if isinstance(value, str) else ""
+    bad = ConfigError(f"--listen must be HOST:PORT (for example {DEFAULT_LISTEN}), not {value!r}")
+    if not text or any(ch.isspace() for ch in text) or "/" in text:
+        raise bad
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise bad
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"--listen: {host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise bad
+        if ":" in host:
+            raise ConfigError(f"--listen: put an IPv6 address in brackets ([{host}]:{port}), not {value!r}")
+        host = host or "0.0.0.0"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--listen: the port must be a number from 0 to 65535, not {port!r}")
+    return ListenAddress(host, int(port))
+
+
+def interval(option: str, value: Any, default: float) -> float:
+    """A number of seconds from 0 (0: never) to a day; ``default`` when not given."""
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option} must be a number of seconds, not {value!r}") from None
+    if not 0 <= number <= 86400:
+        raise ConfigError(f"{option} must be between 0 and 86400 seconds, not {value}")
+    return number
+
+
+def backoff(failures: int, first: float = BACKOFF_FIRST, most: float = BACKOFF_MOST) -> float:
+    """Seconds to wait before reconnecting after ``failures`` failed attempts in a row:
+    none before the first, then ``first``, doubling, at most ``most``."""
+    if failures <= 0:
+        return 0.0
+    return float(min(most, first * 2 ** min(failures - 1, 32)))
+
+
+def fresh(finished: float | None, now: float, min_interval: float) -> bool:
+    """Whether results that were ready at ``finished`` may be served again at ``now``."""
+    return finished is not None and 0 <= now - finished < min_interval
+
+
+# ----------------------------------------------------------------------------- a bounded pool that forgets
+
+
+@dataclass
+class Bounded(Generic[K, V]):
+    """How `run_bounded` ended: the jobs that finished, those still running at the
+    deadline (left to end on their own), and those never started."""
+
+    done: dict[K, Future[V]] = field(default_factory=dict)
+    late: list[K] = field(default_factory=list)
+    not_started: list[K] = field(default_factory=list)
+
+
+def _run_into(future: Future[V], job: Callable[[], V]) -> None:
+    try:
+        future.set_result(job())
+    except BaseException as e:  # handed to the caller through the future
+        future.set_exception(e)
+
+
+def run_bounded(
+    jobs: Sequence[tuple[K, Callable[[], V]]],
+    parallel: int,
+    deadline: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> Bounded[K, V]:
+    """Runs ``jobs`` on daemon threads, at most ``parallel`` at once, until ``deadline``.
+
+    A job still running at the deadline is not waited for: its thread is left
+    to end on its own and no longer counts against ``parallel`` (there is no
+    pool for it to fill). Stopping it is the caller's business.
+    """
+    pending = list(jobs)
+    running: dict[Future[V], K] = {}
+    result: Bounded[K, V] = Bounded()
+    while pending or running:
+        while pending and len(running) < max(1, parallel):
+            key, job = pending.pop(0)
+            future: Future[V] = Future()
+            future.set_running_or_notify_cancel()
+            threading.Thread(target=_run_into, args=(future, job), name=f"exporter {key}", daemon=True).start()
+            running[future] = key
+        left = deadline - clock()
+        if left <= 0:
+            break
+        finished, _ = wait(list(running), timeout=left, return_when=FIRST_COMPLETED)
+        for future in finished:
+            result.done[running.pop(future)] = future
+    result.late = list(running.values())
+    result.not_started = [key for key, _ in pending]
+    return result
+
+
+# ----------------------------------------------------------------------------- connections
+
+
+class Connectable(Protocol):
+    """A host's connection as the exporter uses it (`quilt_ops.remote.SshTarget`)."""
+
+    name: str
+
+    def open(self) -> None: ...
+
+    def check_open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+T = TypeVar("T", bound=Connectable)
+
+
+class Abandoned(QuiltError):
+    """The scrape gave up on this check; nothing it finds is used."""
+
+
+@dataclass
+class Outcome:
+    """One host's part of a scrape."""
+
+    report: HostHealth
+    up: bool
+    seconds: float
+    #: Why the host is down (for the log; never a secret: a QuiltError's message).
+    reason: str = ""
+    #: The connection failed and was closed: reconnecting waits for the back-off.
+    dropped: bool = False
+
+
+class Slot(Generic[T]):
+    """One host: its open connection (if any), and how its last attempts went."""
+
+    def __init__(self, first: T, reopen: Callable[[T], T], opened: Callable[[T], None]) -> None:
+        self.name = first.name
+        self._prepared: T | None = first
+        self._reopen = reopen
+        self._opened = opened
+        self._first = first
+        self.target: T | None = None
+        self.lock = threading.Lock()
+        #: A check of this host is running (perhaps one a scrape gave up on).
+        self.busy = False
+        self.busy_since = 0.0
+        self.abandoned = False
+        self.failures = 0
+        self.retry_at = 0.0
+        self.reason = ""
+        #: Up at the last check (None: never checked), for logging changes only.
+        self.up: bool | None = None
+
+    def _new_target(self) -> T:
+        """The prepared target of the start (used once), then a fresh one each time."""
+        target, self._prepared = self._prepared, None
+        return target if target is not None else self._reopen(self._first)
+
+    def connected(self) -> T:
+        """The open connection: the one kept from earlier scrapes while it is alive, else a new
+        one (opened here; raises `HostError` naming why it could not be)."""
+        with self.lock:
+            target = self.target
+        if target is not None:
+            try:
+                target.check_open()
+                return target
+            except HostError:
+                self.drop(target)  # it died since the last scrape: reconnect at once, once
+        target = self._new_target()
+        with self.lock:
+            if self.abandoned:
+                raise Abandoned("given up")
+            self.target = target
+        target.open()
+        self._opened(target)
+        return target
+
+    def drop(self, target: T | None = None) -> None:
+        """Closes the connection (``target``, or whichever is open)."""
+        with self.lock:
+            if target is None or self.target is target:
+                target, self.target = self.target, None
+        if target is not None:
+            target.close()
+
+
+class Connections(Generic[T]):
+    """Every host's slot; runs the checks of a scrape within its deadline."""
+
+    def __init__(
+        self,
+        targets: Sequence[T],
+        reopen: Callable[[T], T],
+        check: Callable[[T], HostHealth],
+        parallel: int,
+        scrape_timeout: float,
+        log: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+        opened: Callable[[T], None] = lambda target: None,
+    ) -> None:
+        self.slots = [Slot(target, reopen, opened) for target in targets]
+        self.check = check
+        self.parallel = parallel
+        self.scrape_timeout = scrape_timeout
+        self.log = log
+        self.clock = clock
+
+    def _run(self, slot: Slot[T]) -> Outcome:
+        """One host's check, in its own thread; never raises."""
+        started = self.clock()
+        # The connection is closed (and reopened after the back-off) when it could not be
+        # opened, when it dropped, or on a bug; a host that answered but could not be
+        # inspected (Docker out of reach, a missing tool) keeps it.
+        dropped = True
+        try:
+            target = slot.connected()  # HostError: connection, host key, authentication
+            try:
+                return Outcome(self.check(target), True, self.clock() - started)
+            except ConnectionLost:
+                raise
+            except QuiltError:
+                dropped = False
+                raise
+        except QuiltError as e:
+            reason = str(e)
+        except Exception as e:  # a bug: say what kind, never its text
+            reason = f"internal error ({type(e).__name__})"
+        if dropped:
+            slot.drop()
+        return Outcome(unreachable(slot.name, reason), False, self.clock() - started, reason, dropped)
+
+    def _job(self, slot: Slot[T]) -> Callable[[], Outcome]:
+        def job() -> Outcome:
+            try:
+                return self._run(slot)
+            finally:
+                with slot.lock:
+                    slot.busy = False
+                    late = slot.abandoned
+                if late:  # the scrape gave up on this check: close what it may have opened since
+                    slot.drop()
+
+        return job
+
+    def scrape(self) -> tuple[list[Outcome], float]:
+        """Every host's outcome, in host order, and the seconds the scrape took."""
+        started = self.clock()
+        deadline = started + self.scrape_timeout
+        outcomes: dict[str, Outcome] = {}
+        jobs: list[tuple[str, Callable[[], Outcome]]] = []
+        by_name = {slot.name: slot for slot in self.slots}
+        for slot in self.slots:
+            with slot.lock:
+                busy, since = slot.busy, slot.busy_since
+                if not busy and (slot.target is not None or started >= slot.retry_at):
+                    slot.busy, slot.busy_since, slot.abandoned = True, started, False
+                    jobs.append((slot.name, self._job(slot)))
+                    continue
+            if busy:
+                reason = f"its check from {started - since:.0f}s ago has not ended"
+            else:
+                reason = f"{slot.reason} (next try in {max(0.0, slot.retry_at - started):.0f}s)"
+            outcomes[slot.name] = Outcome(unreachable(slot.name, reason), False, 0.0, reason)
+        ran = run_bounded(jobs, self.parallel, deadline, self.clock)
+        now = self.clock()
+        for name, future in ran.done.items():
+            outcomes[name] = future.result()
+        for name in ran.late:
+            slot = by_name[name]
+            with slot.lock:
+                slot.abandoned = True
+            slot.drop()  # wakes the thread reading a dead connection
+            reason = f"no answer within the scrape timeout ({self.scrape_timeout:g}s)"
+            outcomes[name] = Outcome(unreachable(name, reason), False, now - started, reason, dropped=True)
+        for name in ran.not_started:
+            slot = by_name[name]
+            with slot.lock:
+                slot.busy = False
+            reason = f"not checked: the scrape timeout ({self.scrape_timeout:g}s) ran out first (raise --parallel)"
+            outcomes[name] = Outcome(unreachable(name, reason), False, 0.0, reason)
+        for name in (n for n, _ in jobs):
+            self._settle(by_name[name], outcomes[name], now)
+        for slot in self.slots:
+            self._log_change(slot, outcomes[slot.name])
+        return [outcomes[slot.name] for slot in self.slots], now - started
+
+    def _settle(self, slot: Slot[T], outcome: Outcome, now: float) -> None:
+        """Back-off bookkeeping after a host's check."""
+        with slot.lock:
+            if outcome.up:
+                slot.failures, slot.retry_at, slot.reason = 0, 0.0, ""
+            elif outcome.dropped:
+                slot.failures += 1
+                slot.retry_at = now + backoff(slot.failures)
+                slot.reason = outcome.reason
+
+    def _log_change(self, slot: Slot[T], outcome: Outcome) -> None:
+        if slot.up is outcome.up:
+            return
+        slot.up = outcome.up
+        self.log(f"{slot.name} up" if outcome.up else f"{slot.name} down: {outcome.reason}")
+
+    def close(self) -> None:
+        """Closes every connection (a check still running fails and ends)."""
+        for slot in self.slots:
+            with slot.lock:
+                slot.abandoned = True
+            slot.drop()
+
+
+# ----------------------------------------------------------------------------- results and metrics
+
+
+@dataclass
+class Snapshot:
+    """The results of one scrape."""
+
+    outcomes: list[Outcome]
+    seconds: float
+    finished: float
+    cached: bool = False
+
+
+class Exporter:
+    """Scrapes on demand; serves the last results again within ``min_interval``."""
+
+    def __init__(
+        self, connections: Connections[Any], min_interval: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.connections = connections
+        self.min_interval = min_interval
+        self.clock = clock
+        self._last: Snapshot | None = None
+        self._lock = threading.Lock()
+
+    def results(self) -> Snapshot:
+        """Fresh results, or the last ones when they are recent enough. Scrapes that arrive
+        together wait for the one running, then share its results."""
+        with self._lock:
+            last = self._last
+            if last is not None and fresh(last.finished, self.clock(), self.min_interval):
+                return dataclasses.replace(last, cached=True)
+            outcomes, seconds = self.connections.scrape()
+            self._last = Snapshot(outcomes, seconds, self.clock())
+            return self._last
+
+    def close(self) -> None:
+        self.connections.close()
+
+
+def families(snapshot: Snapshot) -> Iterator[Any]:
+    """The metric families of a scrape: health's own (from `output.health_prometheus`), then
+    the exporter's."""
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.parser import text_string_to_metric_families
+
+    reports = [outcome.report for outcome in snapshot.outcomes]
+    yield from text_string_to_metric_families(output.health_prometheus(reports))
+    up = GaugeMetricFamily(
+        "quilt_up", "1 when the host was reached and checked on this scrape, 0 when not.", labels=["host"]
+    )
+    took = GaugeMetricFamily(
+        "quilt_check_duration_seconds", "Seconds the host's check took on this scrape.", labels=["host"]
+    )
+    for outcome in snapshot.outcomes:
+        up.add_metric([outcome.report.host], 1 if outcome.up else 0)
+        took.add_metric([outcome.report.host], round(outcome.seconds, 6))
+    yield up
+    yield took
+    yield GaugeMetricFamily(
+        "quilt_scrape_duration_seconds", "Seconds the checks of these results took, all hosts.", value=snapshot.seconds
+    )
+    yield GaugeMetricFamily(
+        "quilt_scrape_cached",
+        "1 when these results are an earlier scrape's, served again within --min-interval.",
+        value=1 if snapshot.cached else 0,
+    )
+
+
+class Collector:
+    """The prometheus_client collector: one scrape (or the cached one) per collection."""
+
+    def __init__(self, exporter: Exporter) -> None:
+        self.exporter = exporter
+
+    def describe(self) -> Iterable[Any]:
+        return []  # registering must not scrape
+
+    def collect(self) -> Iterator[Any]:
+        return families(self.exporter.results())
+
+
+# ----------------------------------------------------------------------------- the HTTP server
+
+
+def bind(address: ListenAddress) -> ThreadingHTTPServer:
+    """The HTTP server on ``address``, not yet serving (`serve` gives it its registry);
+    `ConfigError` when it cannot listen there."""
+    from prometheus_client.exposition import MetricsHandler
+
+    class Handler(MetricsHandler):
+        def do_GET(self) -> None:
+            path = urlparse(self.path).path
+            if path == "/metrics":
+                super().do_GET()
+                return
+            body, code = (b"quilt-ops exporter: metrics at /metrics\n", 200) if path == "/" else (b"not found\n", 404)
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    class Server(ThreadingHTTPServer):
+        address_family = address.family
+        daemon_threads = True
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            kind = sys.exc_info()[0]
+            if kind is not None and not issubclass(kind, (ConnectionError, TimeoutError)):
+                print(f"exporter: a request failed ({kind.__name__})", file=sys.stderr, flush=True)
+
+    try:
+        return Server((address.host, address.port), Handler)
+    except socket.gaierror:
+        raise ConfigError(f"cannot listen on {address}: cannot resolve {address.host!r}") from None
+    except OSError as e:
+        reasons = {
+            errno.EADDRINUSE: "address already in use",
+            errno.EADDRNOTAVAIL: "not an address of this machine",
+            errno.EACCES: "permission denied (ports below 1024 need root)",
+        }
+        reason = reasons.get(e.errno or 0) or e.strerror or type(e).__name__
+        raise ConfigError(f"cannot listen on {address}: {reason}") from None
+
+
+def registry_for(exporter: Exporter) -> Any:
+    """A registry holding the exporter's collector and the process's own metrics (memory, CPU)."""
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
+    registry = CollectorRegistry()
+    registry.register(Collector(exporter))
+    ProcessCollector(registry=registry)
+    return registry
+
+
+def serve(
+    server: ThreadingHTTPServer,
+    exporter: Exporter,
+    hosts: int,
+    describe: str,
+    stop: threading.Event | None = None,
+) -> None:
+    """Serves until SIGINT or SIGTERM (or ``stop``), then closes the server and every connection."""
+    import signal
+
+    server.RequestHandlerClass.registry = registry_for(exporter)  # type: ignore[attr-defined]
+    stop = stop or threading.Event()
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    thread = threading.Thread(target=server.serve_forever, name="exporter http", daemon=True)
+    try:
+        thread.start()
+        shown = str(ListenAddress(str(server.server_address[0]), int(server.server_address[1])))
+        print(f"quilt-ops exporter: serving http://{shown}/metrics for {hosts} host(s) ({describe})", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.shutdown()
+        server.server_close()
+        exporter.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        thread.join(timeout=5)
+    print("quilt-ops exporter: stopped; connections closed", flush=True)
+
+
+def no_delay(target: Any) -> None:
+    """Turns Nagle's algorithm off on a host's TCP connection. With it on, opening each
+    command's channel waits for the server's delayed ACK (40 ms on Linux), every scrape."""
+    transport = getattr(getattr(target, "cxn", None), "transport", None)
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket):  # through a ProxyJump hop it is a channel, not a socket
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP (a proxy command's socket pair): nothing to tune
+            pass
+
+
+def log_line(text: str) -> None:
+    """A host's up/down change, one line on stderr."""
+    print(f"exporter: {text}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- the task's body
+
+
+def run(
+    c: Any,
+    settings: Settings,
+    listen: Any,
+    parallel: int,
+    scrape_timeout: float,
+    min_interval: float,
+    stacks: list[str] | None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Binds ``listen``, finds the hosts (no connection yet), then serves until stopped.
+
+    Connections are prepared with a connect timeout no longer than the scrape
+    timeout, so that opening one cannot outlast the scrape that needs it.
+    """
+    from fabric import Connection
+
+    from . import health, hosts, ssh
+    from .remote import SshTarget
+
+    address = parse_listen(listen)
+    settings = dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, scrape_timeout))
+    server = bind(address)
+    try:
+        targets = hosts.targets(c, settings, stacks=stacks)
+        names = [target.name for target in targets]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:  # one host label, one set of samples: Prometheus refuses a scrape with duplicates
+            raise ConfigError(f"host {', '.join(twice)} is given more than once")
+    except BaseException:
+        server.server_close()
+        raise
+
+    def reopen(old: SshTarget) -> SshTarget:
+        # A new Connection, so that known_hosts is read again (a key trusted since is accepted);
+        # user and port as the first one resolved them (ssh_config still applies to the alias).
+        cxn = old.cxn
+        again = Connection(cxn.original_host, user=cxn.user, port=cxn.port, config=cxn.config)
+        return SshTarget(ssh.prepare(again, settings), old.name, stack=old.stack)
+
+    connections = Connections(
+        targets,
+        reopen,
+        lambda target: health.collect(target, settings),
+        parallel,
+        scrape_timeout,
+        log_line,
+        opened=no_delay,
+    )
+    serve(
+        server,
+        Exporter(connections, min_interval),
+        len(targets),
+        f"parallel {parallel}, scrape timeout {scrape_timeout:g}s, min interval {min_interval:g}s",
+        stop,
+    )
