@@ -52,6 +52,11 @@ def twin(host: Host, key_id: str, secret: str) -> Iterator[Twin]:
     home = folder / "home" / name
     shutil.rmtree(folder, ignore_errors=True)
     ensure_dir(home.parent, 0o755)
+    try:  # left by a test run that was killed inside this block
+        kill_user_processes(pwd.getpwnam(name).pw_uid)
+        run(["userdel", name], check=False)
+    except KeyError:
+        pass
     run(
         [
             "useradd",

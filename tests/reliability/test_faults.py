@@ -161,10 +161,12 @@ def test_aws_failing_for_long_changes_nothing(host, aws, survived, fault):
 
 
 def test_aws_unreachable_mid_rotation(host, aws, survived):
-    aws.fault(new_key_delay=3)
+    # The new key is not accepted before the outage begins, however slowly the fault is set
+    # on a loaded machine (with a 3 s delay a rotation could verify and finish first).
+    aws.fault(new_key_delay=30)
     run = host.start("rotate-keys", "--verify-timeout", "4")
     run.wait_for("created")
-    host.aws_fault(down_for=30, new_key_delay=3)
+    host.aws_fault(down_for=30, new_key_delay=30)
     result = run.finish()
     assert result.returncode == 4
     line = last_error(result)
