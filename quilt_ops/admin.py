@@ -30,8 +30,8 @@ from . import docker_access, shell, stopping
 from .config import Settings
 from .envfile import EnvFile
 from .errors import QuiltError
-from .masking import Masker
-from .remote import Process, Target
+from .masking import Masker, printable
+from .remote import PID_PREFIX, Process, Target
 from .shell import q
 from .status import ExitStatus
 
@@ -234,7 +234,13 @@ class Session:
                 raise AdminFailed(self.failure(f"the program did not finish within {self.timeout:.0f}s"))
 
     def lines(self, text: str) -> list[str]:
-        return [line.strip() for line in self.mask(text).replace("\r", "\n").splitlines() if line.strip()]
+        """The program's lines, masked and printable; on a terminal the wrapper's own line
+        (its process group) comes through too, and is left out."""
+        return [
+            printable(line.strip(), 200)
+            for line in self.mask(text).replace("\r", "\n").splitlines()
+            if line.strip() and not line.startswith(PID_PREFIX.decode())
+        ]
 
     def refusal(self, text: str) -> str | None:
         for line in self.lines(text):

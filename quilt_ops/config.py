@@ -116,8 +116,8 @@ class Settings:
         return cls(
             registry_dir=_registry_dir(raw, "registry_dir"),
             env_file=_relative_path(raw, "env_file"),
-            start_script=_relative_path(raw, "start_script"),
-            create_admin_script=_relative_path(raw, "create_admin_script"),
+            start_script=_script_path(raw, "start_script"),
+            create_admin_script=_script_path(raw, "create_admin_script"),
             containers=_containers(raw, "containers"),
             probes=_probes(raw, "probes"),
             docker=_text(raw, "docker"),
@@ -213,6 +213,13 @@ def _relative_path(raw: dict[str, Any], key: str) -> str:
     if value.startswith(("/", "~")) or ".." in value.split("/") or value.endswith("/"):
         raise _bad(key, "a file path relative to quilt.registry_dir (no '..')", value)
     return value
+
+
+def _script_path(raw: dict[str, Any], key: str) -> str:
+    """A script in registry_dir, always run as ``./NAME``: a bare ``start.sh`` would be looked
+    up in PATH when run, after the pre-check found the file in the folder."""
+    value = _relative_path(raw, key)
+    return value if value.startswith("./") else f"./{value}"
 
 
 def _containers(raw: dict[str, Any], key: str) -> Containers:

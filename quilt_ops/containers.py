@@ -18,6 +18,7 @@ from typing import Any
 
 from .checks import Check, Kind
 from .config import Containers
+from .masking import printable
 from .shell import q
 from .status import ExitStatus
 
@@ -128,7 +129,7 @@ def docker_problem(error_lines: list[str]) -> str | None:
     lines = [
         line for line in error_lines if "no such object" not in line.lower() and "no such container" not in line.lower()
     ]
-    return f"docker inspect failed: {lines[0][:200]}" if lines else None
+    return f"docker inspect failed: {printable(lines[0], 200)}" if lines else None
 
 
 def _parse_time(value: str | None) -> datetime | None:

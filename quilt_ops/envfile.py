@@ -22,7 +22,7 @@ import io
 import re
 import unicodedata
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from dotenv.parser import parse_stream
 
@@ -161,6 +161,12 @@ class EnvFile:
         """Every value (and the password inside any URL value), for masking output."""
         found: list[str] = []
         for line in self.lines:
+            if line.error:
+                # A line Docker refuses: Docker's error may quote it; all of it after the
+                # name is masked (and the whole line, when there is no '=').
+                text = line.raw.decode("utf-8", "replace").strip()
+                found.append(text.partition("=")[2].strip() or text)
+                continue
             if not line.assigns:
                 continue
             value = line.value.decode("utf-8", "replace")
@@ -171,12 +177,16 @@ class EnvFile:
                 except ValueError:
                     password = None
                 if password:
-                    found.append(password)
-        return found
+                    found.extend({password, unquote(password)})
+        return [value for value in found if value]
+
+    def refused_by_docker(self) -> list[str]:
+        """The lines that make Docker refuse the whole file (numbers and reasons only)."""
+        return [f"line {line.number}: {line.error}" for line in self.lines if line.error]
 
     def problems(self) -> list[str]:
         """Why rotating this file would be unsafe (line numbers and names only); empty when fine."""
-        found = [f"line {line.number}: {line.error}" for line in self.lines if line.error]
+        found = self.refused_by_docker()
         shell = {
             b.original.line: b
             for b in parse_stream(io.StringIO(self.content.decode("utf-8", "replace")))

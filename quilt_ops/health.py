@@ -132,14 +132,15 @@ def script(
 
 def add_probes(s: shell.Script, settings: Settings) -> None:
     """Each probe with curl on the host: ``probe NAME CURL_EXIT HTTP_CODE SECONDS`` and the body's start."""
-    s.add(
-        "t=$(mktemp 2>/dev/null) || t=/tmp/quilt-ops-probe.$$; trap 'rm -f \"$t\"' EXIT",
-        "command -v curl >/dev/null 2>&1 || say nocurl",
-    )
+    # The body and curl's figures come back in one variable (figures on the last line): no
+    # temporary file on the host, whose name another user could have taken first. Each line
+    # of the body is sent as "> line": whatever answers on the port cannot make a section.
+    s.add("nl='\n'", "command -v curl >/dev/null 2>&1 || say nocurl")
     for name, url in settings.probes.items():
         s.add(
-            f"c=$(curl -s -m {PROBE_TIMEOUT} -o \"$t\" -w '%{{http_code}} %{{time_total}}' {q(url)}"
-            f' 2>/dev/null); r=$?; say probe {q(name)} $r $c; head -c 200 "$t"; echo'
+            f"b=$(curl -s -m {PROBE_TIMEOUT} -w '\\n%{{http_code}} %{{time_total}}' {q(url)} 2>/dev/null); r=$?; "
+            r'c=${b##*"$nl"}; case $c in *[!0-9.\ ]*|"") c="000 0" ;; esac; '
+            f'say probe {q(name)} $r $c; printf %s "${{b%"$nl"*}}" | head -c 200 | sed "s/^/> /"; echo'
         )
 
 
@@ -164,7 +165,8 @@ def read(output: shell.Output, docker: docker_access.DockerAnswer | None = None)
             seconds: float | None = float(words[3]) if len(words) > 3 else None
         except ValueError:
             seconds = None
-        reading.probes[words[0]] = ProbeResult(rc, code, seconds, section.text.strip())
+        body = "\n".join(line[2:] for line in section.text.splitlines() if line.startswith("> "))
+        reading.probes[words[0]] = ProbeResult(rc, code, seconds, body.strip())
     env = output.first("envfile")
     if env is not None:
         reading.env_file = _env_facts(env.lines)

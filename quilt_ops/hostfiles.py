@@ -18,6 +18,7 @@ host, in the same command that reads the file (`Access`).
 from __future__ import annotations
 
 import posixpath
+import re
 import secrets
 from dataclasses import dataclass
 from enum import Enum
@@ -31,14 +32,46 @@ class HostFileError(QuiltError):
 
 
 class Access(str, Enum):
-    """How quilt-ops can change the env file's folder."""
+    """How quilt-ops changes files in the env file's folder."""
 
-    #: The login user owns the file and can write the folder.
+    #: As the login user, who owns the folder (and the file).
     DIRECT = "direct"
-    #: Only as root, through quilt.sudo.
+    #: As the folder's owner, another user than the one logged in (root on the host, through
+    #: runuser; or through quilt.sudo): never as root in a folder a user can change.
+    OWNER = "owner"
+    #: As root, through quilt.sudo (or root itself): the folder is root's.
     SUDO = "sudo"
-    #: Neither: a changing task must refuse before it changes anything.
+    #: Not at all: a changing task refuses before it changes anything (see `REFUSALS`).
     NONE = "none"
+
+
+#: Why files next to the env file cannot be changed safely, by the word the script says.
+REFUSALS = {
+    "nofolder": "its folder {folder} does not exist",
+    "symlink": "{file} is a symbolic link (a rename would replace the link, not the file it points to)",
+    "open-folder": "{folder} can be written by other users (mode {mode}): quilt-ops will not put secrets there",
+    "mixed": "{file} belongs to {file_owner} but {folder} to {owner}, who could change what root writes there: "
+    "give the file and its folder one owner",
+    "readonly": "{folder} is not writable by its owner {owner}, and passwordless sudo does not work",
+    "needs-sudo": "{folder} belongs to root and passwordless sudo does not work",
+    "other-owner": "{folder} belongs to {owner}, and passwordless sudo (to act as {owner}) does not work",
+    "no-name": "{folder} belongs to uid {owner}, which has no user name to act as",
+    "unreachable": "{folder} belongs to {owner}, who cannot reach it (a folder above it is closed to {owner})",
+}
+
+
+def refusal(words: list[str], file: str) -> str:
+    """The reason behind ``say access none WORD [details...]``, for people."""
+    reason = words[0] if words else ""
+    details = dict(zip(("owner", "mode", "file_owner"), [w[:32] for w in words[1:]], strict=False))
+    text = REFUSALS.get(reason, "the folder cannot be written safely")
+    return text.format(
+        folder=posixpath.dirname(file) or ".",
+        file=file,
+        owner=details.get("owner", "?"),
+        mode=details.get("mode", "?"),
+        file_owner=details.get("file_owner", "?"),
+    )
 
 
 TEMP_PREFIX = ".quilt-ops-tmp-"
@@ -77,15 +110,46 @@ class RemoteFile:
 
 
 def access_script(path: str) -> str:
-    """Shell lines that say how ``path`` can be replaced (``say access WAY``) and define
-    ``qfile`` accordingly. A rename keeps owner and group only if the login user is
-    the owner and the group is its own; otherwise only root can keep them."""
+    """Shell lines that decide how files next to ``path`` are changed (``say access WAY [why...]``)
+    and define ``qfile`` accordingly.
+
+    Root never writes in a folder a user can change: a user there could swap a name for a
+    symbolic link between a check and a write, and make root write anywhere. So a user's
+    folder is written as that user (the login user itself, or through runuser or sudo),
+    and a root's folder as root; a folder others can write, a symlinked env file, or a
+    root-owned file in a user's folder is refused. The group may write the folder only when
+    it is the owner's own (user private groups).
+    """
     f, d = q(path), q(posixpath.dirname(path) or ".")
-    return (
-        f"if [ -w {d} ] && [ -x {d} ] && {{ [ ! -e {f} ] || {{ [ -O {f} ] && [ -G {f} ] && [ -r {f} ] && "
-        f'[ -w {f} ]; }}; }}; then qfile() {{ "$@"; }}; say access direct; '
-        'elif root_ok; then qfile() { as_root "$@"; }; say access sudo; '
-        'else qfile() { "$@"; }; say access none; fi'
+    return "\n".join(
+        [
+            'qfile() { "$@"; }; access() { qaccess=$1; say access "$@"; }',
+            f"if [ ! -d {d} ]; then access none nofolder",
+            f"elif [ -L {f} ]; then access none symlink",
+            "else",
+            f"  dm=$(stat -L -c %a -- {d}); du=$(stat -L -c %u -- {d}); dn=$(stat -L -c %U -- {d})",
+            f"  dg=$(stat -L -c %G -- {d}); fu=$du; fn=$dn",
+            f"  if [ -e {f} ]; then fu=$(stat -c %u -- {f}); fn=$(stat -c %U -- {f}); fi",
+            '  if [ $((0$dm & 2)) -ne 0 ] || { [ $((0$dm & 16)) -ne 0 ] && [ "$dg" != "$dn" ]; }; then',
+            '    access none open-folder "$dn" "$dm"',
+            '  elif [ "$du" = 0 ]; then',
+            '    if [ "$(id -u)" = 0 ]; then access sudo',
+            '    elif root_ok; then qfile() { as_root "$@"; }; access sudo',
+            "    else access none needs-sudo root; fi",
+            '  elif [ "$fu" != "$du" ]; then access none mixed "$dn" "$dm" "$fn"',
+            '  elif [ "$du" = "$(id -u)" ]; then',
+            f"    if [ -w {d} ] && [ -x {d} ]; then access direct",
+            '    elif root_ok; then qfile() { as_root "$@"; }; access sudo',  # the login user has root anyway
+            '    else access none readonly "$dn"; fi',
+            '  elif [ "$dn" = UNKNOWN ]; then access none no-name "$du"',
+            '  elif [ "$(id -u)" = 0 ]; then qfile() { runuser -u "$dn" -- "$@"; }; owner_can=qfile',
+            '  elif root_ok; then qfile() { as_root runuser -u "$dn" -- "$@"; }; owner_can=qfile',
+            '  else access none other-owner "$dn"; fi',
+            "fi",
+            # As the folder's owner, from here: a parent folder closed to that user hides it.
+            f'if [ "${{owner_can:-}}" = qfile ]; then owner_can=; if qfile test -w {d} -a -x {d} 2>/dev/null; '
+            'then access owner; else qfile() { "$@"; }; access none unreachable "$dn"; fi; fi',
+        ]
     )
 
 
@@ -112,28 +176,35 @@ _OWN = r"""
 own() { ref=$1; shift; [ "$(id -u)" != 0 ] || [ ! -e "$ref" ] || chown --reference="$ref" -- "$@" 2>/dev/null; true; }
 """
 
-#: The last steps of a replace or restore: the temp file $tmp takes $f's owner and group
-#: and the mode $mode, is synced and renamed over $f.
+#: New files are made with noclobber (``set -C``: fails on any name that exists, a planted
+#: symlink included) and then appended to. Together with the folder rule of `access_script`
+#: (root writes only in root's folders), nothing quilt-ops writes can be redirected.
+
+#: The last steps of a replace: the temp file $tmp takes $f's owner and group
+#: and the mode $mode, is synced and renamed over $f, and the folder is synced.
 _INSTALL = r"""
 if [ -e "$f" ]; then chown --reference="$f" -- "$tmp" 2>/dev/null || { rm -f -- "$tmp"; exit 24; }; fi
 chmod "$mode" -- "$tmp" || { rm -f -- "$tmp"; exit 25; }
 sync -- "$tmp" 2>/dev/null || sync
 mv -f -- "$tmp" "$f" || { rm -f -- "$tmp"; exit 26; }
-sync -- "$f" 2>/dev/null || sync
+{ sync -- "$f" "$(dirname -- "$f")"; } 2>/dev/null || sync
 """
 
-#: Replaces $1 with exactly $3 bytes from stdin, mode $4, keeping $1's owner and group.
-#: Runs as the login user or, through qfile, as root.
+#: Replaces $1 with exactly $3 bytes from stdin, mode $4, keeping $1's owner and group; only
+#: if $1 still holds what was read (SHA-256 $5): an edit made meanwhile is never overwritten.
+#: Runs as the login user or, through qfile, as the folder's owner or root.
 _REPLACE = (
     _OWN
     + r"""
 set -u
-f=$1; tmp=$2; n=$3; mode=$4
+f=$1; tmp=$2; n=$3; mode=$4; was=$5
 umask 077
+command -v sha256sum >/dev/null 2>&1 || exit 29
+if [ "$(sha256sum < "$f" | cut -c1-64)" != "$was" ]; then exit 28; fi
 rm -f -- "$tmp"
-: > "$tmp" || exit 21
+( set -C; : > "$tmp" ) || exit 21
 own "$f" "$tmp"
-cat > "$tmp" || { rm -f -- "$tmp"; exit 22; }
+cat >> "$tmp" || { rm -f -- "$tmp"; exit 22; }
 if [ "$(wc -c < "$tmp")" -ne "$n" ]; then rm -f -- "$tmp"; exit 23; fi
 """
     + _INSTALL
@@ -144,22 +215,9 @@ _BACKUP = (
     _OWN
     + r"""
 umask 077
-rm -f -- "$2" && : > "$2" && own "$1" "$2" && cat -- "$1" > "$2" && chmod 600 -- "$2" &&
+rm -f -- "$2" && ( set -C; : > "$2" ) && own "$1" "$2" && cat -- "$1" >> "$2" && chmod 600 -- "$2" &&
   { sync -- "$2" 2>/dev/null || sync; }
 """
-)
-
-#: Puts backup $2 back in place of $1 with mode $4 and $1's owner, through temp $3.
-_RESTORE = (
-    _OWN
-    + r"""
-set -u
-f=$1; bak=$2; tmp=$3; mode=$4
-umask 077
-rm -f -- "$tmp"
-{ : > "$tmp" && own "$f" "$tmp" && cat -- "$bak" > "$tmp"; } || { rm -f -- "$tmp"; exit 31; }
-"""
-    + _INSTALL
 )
 
 #: Writes stdin to $1 atomically (0600; owned as $3, when given): for journals and notes,
@@ -169,7 +227,8 @@ _WRITE_PRIVATE = (
     + r"""
 umask 077
 tmp=$2
-: > "$tmp" && own "${3:-}" "$tmp" && cat > "$tmp" && mv -f -- "$tmp" "$1" || { rm -f -- "$tmp"; exit 27; }
+rm -f -- "$tmp"
+( set -C; : > "$tmp" ) && own "${3:-}" "$tmp" && cat >> "$tmp" && mv -f -- "$tmp" "$1" || { rm -f -- "$tmp"; exit 27; }
 """
 )
 
@@ -182,21 +241,24 @@ FAILURES = {
     25: "cannot set the mode",
     26: "cannot rename the new file into place",
     27: "cannot write the file",
-    31: "cannot copy the backup",
+    28: "it changed since it was read (edited meanwhile?)",
+    29: "sha256sum is not installed",
 }
 
 
-def replace_command(path: str, size: int, mode: int) -> str:
-    """Replaces ``path`` with ``size`` bytes read from stdin (see `_REPLACE`)."""
-    return f"qfile sh -c {q(_REPLACE)} quilt-ops-replace {q(path)} {q(temp_name(path))} {int(size)} {mode & 0o7777:o}"
+def replace_command(path: str, size: int, mode: int, was_sha256: str) -> str:
+    """Replaces ``path`` with ``size`` bytes read from stdin, if it still has the digest
+    ``was_sha256`` (see `_REPLACE`)."""
+    if not re.fullmatch(r"[0-9a-f]{64}", was_sha256):
+        raise ValueError("not a SHA-256 digest")
+    return (
+        f"qfile sh -c {q(_REPLACE)} quilt-ops-replace {q(path)} {q(temp_name(path))} {int(size)} "
+        f"{mode & 0o7777:o} {was_sha256}"
+    )
 
 
 def backup_command(path: str, backup: str) -> str:
     return f"qfile sh -c {q(_BACKUP)} quilt-ops-backup {q(path)} {q(backup)}"
-
-
-def restore_command(path: str, backup: str, mode: int) -> str:
-    return f"qfile sh -c {q(_RESTORE)} quilt-ops-restore {q(path)} {q(backup)} {q(temp_name(path))} {mode & 0o7777:o}"
 
 
 def write_private_command(path: str, owner_of: str = "") -> str:

@@ -92,7 +92,9 @@ def task_targets(
     if settings.local:
         from .local import LocalTarget
 
-        return [LocalTarget(c)]
+        local = LocalTarget(c)
+        local.sudo = settings.sudo
+        return [local]
     return list(targets(c, settings, stacks, store_factory))
 
 
@@ -107,6 +109,15 @@ def targets(
     """
     if settings.local:
         raise ConfigError("--local: this task runs over SSH only (give -H HOST or --stack NAME instead)")
+    found = _targets(c, settings, stacks, store_factory)
+    for target in found:
+        target.sudo = settings.sudo  # how a command given up on is killed, when it started root processes
+    return found
+
+
+def _targets(
+    c: Any, settings: Settings, stacks: list[str] | None, store_factory: Callable[[], Any] | None
+) -> list[SshTarget]:
     if isinstance(c, Connection):
         return [SshTarget(ssh.prepare(c, settings))]
     if settings.hosts:

@@ -51,6 +51,11 @@ class Journal:
     new_key_id: str | None = None
     #: IAM's creation time of the new key, as CreateAccessKey returned it.
     new_key_created: datetime | None = None
+    #: SHA-256 of the env file as it was before the rotation (the backup must match it).
+    original_sha256: str = ""
+    #: SHA-256 of the env file the rotation writes (from step "writing" on): a rollback puts
+    #: the backup back only over that file, never over an edit made since.
+    written_sha256: str = ""
 
     def at(self, step: str, **changes: Any) -> Journal:
         """The same journal at another step."""
@@ -71,6 +76,8 @@ class Journal:
                 "who": self.who,
                 "keep_old": self.keep_old,
                 "mode": self.mode,
+                "original_sha256": self.original_sha256,
+                "written_sha256": self.written_sha256 or None,
             },
             sort_keys=True,
         )
@@ -94,6 +101,24 @@ def _key(value: Any, field: str, required: bool = True) -> str | None:
     if not isinstance(value, str) or not KEY_ID.fullmatch(value):
         raise JournalUnreadable(f"{field} is not an access key ID")
     return value
+
+
+def _digest(value: Any, field: str, required: bool = True) -> str:
+    if value is None and not required:
+        return ""
+    if field == "original_sha256" and value is None:
+        raise JournalUnreadable(
+            "it has no original_sha256: it was written by quilt-ops 0.2.0, which cannot be resumed by "
+            "this version; finish it with 0.2.0, or check the env file by hand and remove the journal"
+        )
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise JournalUnreadable(f"{field} is not a SHA-256 digest")
+    return value
+
+
+#: The steps at which the rotation has written (or is writing) the env file ("rolling-back"
+#: has it when the rollback began after the write).
+WRITTEN_STEPS = ("writing", "written", "retiring")
 
 
 def parse(raw: bytes) -> Journal:
@@ -138,7 +163,11 @@ def parse(raw: bytes) -> Journal:
         who=who,
         keep_old=keep_old,
         mode=mode,
-        old_key_created=_parse_time(data.get("old_key_created"), "old_key_created", required=False),
+        # The creation times, which IAM alone knows (RegistryUser may not ask IAM), tie the
+        # journal's key IDs to the keys this rotation saw and made: they are required.
+        old_key_created=_parse_time(data.get("old_key_created"), "old_key_created"),
         new_key_id=new_key_id,
-        new_key_created=_parse_time(data.get("new_key_created"), "new_key_created", required=False),
+        new_key_created=_parse_time(data.get("new_key_created"), "new_key_created", required=new_key_id is not None),
+        original_sha256=_digest(data.get("original_sha256"), "original_sha256"),
+        written_sha256=_digest(data.get("written_sha256"), "written_sha256", required=step in WRITTEN_STEPS),
     )

@@ -21,6 +21,7 @@ import botocore.exceptions
 
 from . import stopping
 from .errors import ConfigError, QuiltError
+from .masking import printable
 from .rotation_plan import Key
 
 #: Errors a brand-new key meets while IAM is still propagating it: keep trying.
@@ -142,6 +143,12 @@ class KeyStore:
             raise AwsError(describe_error(f"CloudFormation lookup of stack {stack!r}", e)) from None
         return str(resource["StackResourceDetail"]["PhysicalResourceId"])
 
+    def stack_bucket(self, stack: str) -> str | None:
+        """The physical name of a stack's S3 bucket resource (the package bucket), if it has one."""
+        resources = self.call("cloudformation", "describe_stack_resources", StackName=stack)["StackResources"]
+        buckets = [r["PhysicalResourceId"] for r in resources if r.get("ResourceType") == "AWS::S3::Bucket"]
+        return buckets[0] if len(buckets) == 1 else None
+
     def user_arn(self, user: str) -> str:
         try:
             return str(self.client("iam").get_user(UserName=user)["User"]["Arn"])
@@ -186,9 +193,12 @@ class KeyStore:
         try:
             arn = sts.get_caller_identity()["Arn"]
             if arn != user_arn:
-                return f"STS says the key is {arn}, not {user_arn}", False
+                return f"STS says the key is {printable(str(arn))}, not {user_arn}", False
             if bucket:
                 s3.list_objects_v2(Bucket=bucket, MaxKeys=1)
+        except botocore.exceptions.ParamValidationError:
+            # The bucket name came from the host's env file: waiting cannot make it valid.
+            return f"the bucket name {printable(str(bucket), 70)!r} is not a valid S3 bucket name", False
         except botocore.exceptions.ClientError as e:
             code = error_code(e) or "refused"
             if code in NOT_YET or code.startswith("5"):

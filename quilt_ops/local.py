@@ -244,7 +244,7 @@ class LocalTarget(Runner):
             return
         try:
             subprocess.run(
-                ["/bin/sh", "-c", kill_command(pgid)],
+                ["/bin/sh", "-c", kill_command(pgid, self.sudo)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -272,4 +272,4 @@ def again(target: object, task: str) -> str:
     """The command that runs ``task`` again on ``target`` (for messages that say how to finish)."""
     if isinstance(target, LocalTarget):
         return f"quilt-ops --local {task}"
-    return f"fab -H {getattr(target, 'name', 'HOST')} {task}"
+    return f"fab -H {shlex.quote(str(getattr(target, 'name', 'HOST')))} {task}"

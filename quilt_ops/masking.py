@@ -41,3 +41,10 @@ class Masker:
 
 
 NOTHING = Masker()
+
+
+def printable(text: str, limit: int = 120) -> str:
+    """Text read back from the host, safe to show: printable characters only (no terminal
+    escapes), and not longer than ``limit``."""
+    shown = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."

@@ -17,6 +17,7 @@ through a command's stdin.
 
 from __future__ import annotations
 
+import secrets
 import select
 import shlex
 import time
@@ -34,8 +35,13 @@ from .errors import ConnectionLost, NotStarted, RemoteTimeout
 KILL_AFTER = 5
 #: How much longer than the command's own time quilt-ops waits for it to end.
 GRACE = KILL_AFTER + 10
-#: The first line the wrapper writes to stderr: the process group to kill.
-PID_PREFIX = b"quilt-ops-pgid "
+#: This run's mark: in the line the wrapper writes to stderr (the process group to kill)
+#: and, as ``$0``, in the command line of every command it starts (so ``ps`` tells them).
+NONCE = secrets.token_hex(6)
+#: The line the wrapper writes to stderr first: ``quilt-ops-pgid NONCE PGID``.
+PID_PREFIX = f"quilt-ops-pgid {NONCE} ".encode()
+#: In every command line quilt-ops starts on a host (``$0`` of the wrapped script).
+MARK = f"quilt-ops-{NONCE}"
 #: ``timeout`` exits with these when it killed the command.
 TIMED_OUT = (124, 137)
 
@@ -108,31 +114,49 @@ def wrap(script: str, timeout: float, pty: bool = False) -> str:
     foreground = "--foreground " if pty else ""
     return (
         f"printf '{PID_PREFIX.decode()}%s\\n' \"$$\" >&2; "
-        f"exec timeout {foreground}-k {KILL_AFTER} {seconds} sh -c {shlex.quote(script)}"
+        f"exec timeout {foreground}-k {KILL_AFTER} {seconds} sh -c {shlex.quote(script)} {MARK}"
     )
 
 
 def split_pid(stderr: bytes) -> tuple[int | None, bytes]:
-    """The wrapper's process group (checked: digits only) and the rest of stderr."""
-    if not stderr.startswith(PID_PREFIX):
-        return None, stderr
-    line, _, rest = stderr.partition(b"\n")
-    value = line[len(PID_PREFIX) :].strip()
-    if value.isdigit() and 1 < int(value) < 2**22:
-        return int(value), rest
-    return None, rest
+    """The wrapper's process group and stderr without the wrapper's line.
+
+    The line may come after whatever the login shell printed first (a .bashrc); only a
+    whole line (newline included) with this run's nonce counts, the last one if several.
+    """
+    pgid: int | None = None
+    kept: list[bytes] = []
+    for line in stderr.splitlines(keepends=True):
+        if line.startswith(PID_PREFIX) and line.endswith(b"\n"):
+            value = line[len(PID_PREFIX) :].strip()
+            if value.isdigit() and 1 < int(value) < 2**22:
+                pgid = int(value)
+            continue
+        kept.append(line)
+    return pgid, b"".join(kept)
 
 
-def kill_command(pgid: int) -> str:
+def kill_command(pgid: int, sudo: str = "sudo -n") -> str:
     """Kills a process group on the host and waits until it is gone: TERM, up to 3 s, then
-    KILL, up to 2 s more; also through sudo, for the root processes a script started with
-    sudo (if sudo works without a password)."""
+    KILL, up to 2 s more; also through ``sudo`` (quilt.sudo; "" never), for the root
+    processes a script started with sudo. The group ID came from the host: the one its own
+    wrapper wrote last, after anything the login shell printed. The group's leader (the
+    wrapper) has usually ended by now (``timeout`` ended it), so it cannot be asked who it
+    was; a login shell that forged the line could already do as much itself (sudo is
+    passwordless for it, or not used)."""
     group = f"-{int(pgid)}"
-    alive = f"{{ kill -0 -- {group} 2>/dev/null || sudo -n kill -0 -- {group} 2>/dev/null; }}"
-    signal = f"kill -{{s}} -- {group} 2>/dev/null; sudo -n kill -{{s}} -- {group} 2>/dev/null"
+
+    # `kill -SIG -PGID`, never `kill -SIG -- -PGID`: dash's builtin refuses the `--`.
+    # Signals go both ways (the login user's kill succeeds when it reached any process of
+    # the group, root's ones included or not); the group is alive if either sees it.
+    def kill(signal: str) -> str:
+        as_root = f"{sudo} sh -c 'kill -{signal} {group}'" if sudo.strip() else "false"
+        then = "||" if signal == "0" else ";"
+        return f"{{ kill -{signal} {group} 2>/dev/null {then} {as_root} 2>/dev/null; }}"
+
     return (
-        f"{signal.format(s='TERM')}; i=0; while {alive} && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; "
-        f"{signal.format(s='KILL')}; i=0; while {alive} && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; true"
+        f"{kill('TERM')}; i=0; while {kill('0')} && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; "
+        f"{kill('KILL')}; i=0; while {kill('0')} && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; true"
     )
 
 
@@ -140,6 +164,8 @@ class Runner:
     """`Target.run` on top of `Target.start`: one loop for every command."""
 
     name: str
+    #: quilt.sudo: how a command given up on is killed when it started root processes.
+    sudo: str = "sudo -n"
 
     def start(self, script: str, *, timeout: float, pty: bool = False) -> Process:  # pragma: no cover
         raise NotImplementedError
@@ -302,7 +328,7 @@ class SshTarget(Runner):
         try:
             channel = self.cxn.create_session()
             channel.settimeout(15)
-            channel.exec_command(kill_command(pgid))
+            channel.exec_command(kill_command(pgid, self.sudo))
             channel.status_event.wait(15)
             channel.close()
         except Exception:  # the connection is going away; the host's own timeout still applies

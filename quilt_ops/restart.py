@@ -3,8 +3,9 @@
 The documented procedure is ``docker rm -f registry catalog registry-nginx``
 then ``./start.sh``: an env file is read only when a container is created, and
 nginx shares the registry's network namespace, so all three go together.
-Before removing anything the start script and the env file are checked, so a
-restart that cannot succeed changes nothing.
+Before removing anything the start script and the env file are checked (the env
+file with Docker's own rules, which refuse the whole file for one bad line), so a
+restart that cannot succeed changes nothing: that takes one command of its own.
 
 ``quilt.restart_timeout`` bounds the whole restart: the start script (a real
 one may pull images and migrate the database for minutes, or hang) is killed
@@ -56,14 +57,11 @@ class RestartReport:
     output_tail: list[str] = field(default_factory=list)
 
 
-def script(
+def precheck_script(
     settings: Settings, guard: shell.Script | None = None, docker: docker_access.DockerAccess | None = None
 ) -> shell.Script:
-    """One remote command: pre-checks, the env file for masking, ``docker rm -f``, the start script.
-
-    With the Docker SDK (``docker.in_script`` False) the command stops after the pre-checks
-    (``say ready``): the containers are removed through the SDK, then `start_script` runs.
-    """
+    """The first command: the start script and the env file checked, the env file sent back
+    (checked locally with Docker's own rules, and its values used for masking)."""
     docker = docker or docker_access.ScriptDocker(settings)
     s = guard or shell.Script(settings)
     docker.prepare(s, required=True)
@@ -75,8 +73,13 @@ def script(
         f"if ! qfile test -r {env} 2>/dev/null; then say precheck env-unreadable; exit 0; fi",
     )
     s.send_file(settings.env_file, "env")
-    if not docker.in_script:
-        return s.add("say ready")
+    return s.add("say ready")
+
+
+def script(settings: Settings, guard: shell.Script | None = None) -> shell.Script:
+    """The second command: ``docker rm -f`` of the three containers, then the start script."""
+    s = guard or shell.Script(settings)
+    docker_access.ScriptDocker(settings).prepare(s, required=True)
     s.add("say removing", containers.remove_command(settings.containers.names))
     return _run_start(s, settings)
 
@@ -121,9 +124,10 @@ def recreate(
     names = " ".join(settings.containers.names)
     reporter.step(f"removing {names} and running {settings.start_script}")
     docker = docker_access.of(target, settings)
-    # With the SDK the start script runs in a command of its own, with a guard of its own.
-    second_guard = copy.deepcopy(guard) if guard is not None and not docker.in_script else None
-    built = script(settings, guard, docker)
+    # Two commands, each with its own guard: the pre-checks (whose env file is checked
+    # here, by Docker's rules, before anything is removed), then the removal and the start.
+    second_guard = copy.deepcopy(guard) if guard is not None else None
+    built = precheck_script(settings, guard, docker)
     started = time.monotonic()
     mask = masker or Masker()
 
@@ -154,15 +158,26 @@ def recreate(
         )
         raise NothingChanged(f"{text} on {target.name}; nothing was changed")
     env = shell.blob(output, "env")
-    if env is not None:
-        mask.add(*EnvFile(env).values())
-    if output.first("ready") is not None:
-        # The SDK: the pre-checks passed; it removes the containers, then the start script runs.
+    if env is None or output.first("ready") is None:
+        raise NothingChanged(
+            f"env file {settings.env_file} on {target.name} could not be read whole; nothing was changed"
+        )
+    env_file = EnvFile(env)
+    mask.add(*env_file.values())
+    refused = env_file.refused_by_docker()
+    if refused:
+        raise NothingChanged(
+            f"Docker would refuse env file {settings.env_file} on {target.name} ({'; '.join(refused[:3])}), "
+            "so the containers could not be created again; nothing was changed"
+        )
+    if docker.in_script:
+        built = script(settings, second_guard)
+    else:  # the SDK removes the containers; the start script runs in a command of its own
         docker.remove(settings.containers.names)
         built = start_script(settings, second_guard)
-        result = run(built, max(1.0, timeout - (time.monotonic() - started)))
-        output = shell.parse(result.stdout_bytes, built.marker)
-        shell.raise_for_failure(output, target.name, settings)
+    result = run(built, max(1.0, timeout - (time.monotonic() - started)))
+    output = shell.parse(result.stdout_bytes, built.marker)
+    shell.raise_for_failure(output, target.name, settings)
     seconds = time.monotonic() - started
     script_output = output.first("script")
     lines = tail(mask(script_output.text if script_output else ""))

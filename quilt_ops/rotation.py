@@ -23,6 +23,7 @@ Invariants kept at every instant:
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,13 +34,13 @@ from . import restart as restarting
 from .checks import HostHealth
 from .config import Settings
 from .envfile import BUCKET, KEY_ID, EnvFile, EnvFileError
-from .errors import ConnectionLost, NotStarted, QuiltError, Refused
+from .errors import ConnectionLost, NotStarted, QuiltError, Refused, RemoteTimeout
 from .hostfiles import Access, RemoteFile
 from .journal import Journal, JournalUnreadable
 from .keys import AwsError, KeyStore, NewKey, VerifyRefused, VerifyTimeout
 from .local import again
 from .lock import HostLock, who_am_i
-from .masking import Masker
+from .masking import Masker, printable
 from .remote import Target
 from .reporting import Reporter
 from .rotation_plan import Deletion, Key, Plan, Resume, ResumeDecision
@@ -96,6 +97,8 @@ class HostState:
     access: Access
     reading: health.Reading
     health: HostHealth
+    #: Why the env file cannot be replaced safely (when ``access`` is NONE).
+    access_reason: str = ""
 
     @property
     def host_key(self) -> str | None:
@@ -131,8 +134,8 @@ def plan_lines(plan: Plan, settings: Settings, state: HostState, bucket: str | N
     env = EnvFile(state.env.content) if state.env else None
     secret = " and ".join(env.secret_names) if env and env.secret_names else "AWS_SECRET_ACCESS_KEY (added)"
     mode = f"{state.env.mode:04o} {state.env.owner}:{state.env.group}" if state.env else "?"
-    via = " (through sudo)" if state.access == Access.SUDO else ""
-    checks = "STS GetCallerIdentity" + (f" and a one-object list of s3://{bucket}" if bucket else "")
+    via = {Access.SUDO: " (as root)", Access.OWNER: " (as its owner)"}.get(state.access, "")
+    checks = "STS GetCallerIdentity" + (f" and a one-object list of s3://{printable(bucket, 70)}" if bucket else "")
     out += [
         f"  {n}. create a new access key for {plan.iam_user}",
         f"  {n + 1}. verify it with its own credentials: {checks}, 3 passes in a row",
@@ -239,14 +242,12 @@ class Rotation:
             self.lock.acquire()
             self.locked = True
             self.reporter.step(f"locked {self.host}")
-            if self.lock.access == Access.NONE:
-                raise Refused(
-                    f"the login user on {self.host} cannot replace {self.settings.env_file} keeping its owner "
-                    f"(the file or its folder belongs to someone else) and passwordless sudo does not work: "
-                    "rotate-keys needs write access to the folder as the file's owner, or passwordless sudo; "
-                    "nothing was changed"
-                )
         self.state = self.gather()
+        if self.state.access == Access.NONE and not self.options.dry_run:
+            raise Refused(
+                f"{self.settings.env_file} on {self.host} cannot be replaced safely: "
+                f"{self.state.access_reason}; nothing was changed"
+            )
         return self.state
 
     def gather(self) -> HostState:
@@ -263,23 +264,32 @@ class Rotation:
         health.add_probes(s, self.settings)
         s.end()
         output, _, _ = self.run_script(s, "reading the host")
-        access_word = output.word("access", "none")
+        access_section = output.first("access")
+        access_word = access_section.words[0] if access_section and access_section.words else "none"
         access = Access(access_word) if access_word in Access._value2member_map_ else Access.NONE
+        access_reason = (
+            hostfiles.refusal(access_section.words[1:], self.settings.env_file)
+            if access_section and access == Access.NONE
+            else ""
+        )
         env, env_problem = self._env_file(output)
         if env is not None:
             self.masker.add(*EnvFile(env.content).values())
         found, journal_problem = self._journal(output)
         reading = health.read(output, docker.answer(output, names, key_of=registry))
         report = health.evaluate(self.host, reading, self.settings, env_file=False)
-        return HostState(env, env_problem, found, journal_problem, access, reading, report)
+        return HostState(env, env_problem, found, journal_problem, access, reading, report, access_reason)
 
     def _env_file(self, output: shell.Output) -> tuple[RemoteFile | None, str | None]:
         name = self.settings.env_file
         content = shell.blob(output, "env")
         stat = next((hostfiles.parse_stat(s.words[1:]) for s in output.all("stat") if s.words[:1] == ["env"]), None)
         if content is None or stat is None:
-            missing = any(s.words[:1] == ["env"] for s in output.all("missing"))
-            return None, "no such file" if missing else "permission denied"
+            if any(s.words[:1] == ["env"] for s in output.all("missing")):
+                return None, "no such file"
+            if stat is not None:  # it is there, but who reads it (see `Access`) may not
+                return None, f"permission denied ({stat[3]} owns it, mode {stat[0]:04o})"
+            return None, "permission denied"
         mode, uid, gid, owner, group = stat
         return RemoteFile(name, content, mode, uid, gid, owner, group), None
 
@@ -296,18 +306,39 @@ class Rotation:
 
     # -- the IAM user ---------------------------------------------------------------------
 
-    def find_user(self, host_key: str | None) -> tuple[str, str]:
-        """The IAM user, derived as a fresh run does (never from the journal)."""
+    def find_user(self, host_key: str | None, bucket: str | None) -> tuple[str, str]:
+        """The IAM user, derived as a fresh run does (never from the journal).
+
+        The host's env file is a file on the host: when a stack is known, the stack decides
+        the user and the bucket, and a host that runs on another registry's key (or names
+        another bucket) is refused rather than rotated on that registry's behalf.
+        """
         if self.options.iam_user:
             return self.options.iam_user, "--iam-user"
         if self.settings.iam_user:
             return self.settings.iam_user, "quilt.iam_user"
+        stack = self.options.stack
+        owner: str | None = None
         try:
             owner = self.store.user_of_key(host_key or "")
         except AwsError:
-            if self.options.stack:
-                return self.store.user_from_stack(self.options.stack), f"RegistryUser of stack {self.options.stack}"
-            raise
+            if not stack:
+                raise
+        if stack:
+            stack_user = self.store.user_from_stack(stack)
+            if owner is not None and owner != stack_user:
+                raise Refused(
+                    f"the host's key {host_key} belongs to IAM user {owner}, but stack {stack}'s RegistryUser is "
+                    f"{stack_user}: the host runs on another registry's key; nothing was changed"
+                )
+            stack_bucket = self.store.stack_bucket(stack)
+            if stack_bucket and bucket != stack_bucket:
+                raise Refused(
+                    f"{self.settings.env_file} on {self.host} names the bucket {printable(bucket or 'none')}, but "
+                    f"stack {stack}'s bucket is {stack_bucket}; nothing was changed"
+                )
+            return stack_user, f"RegistryUser of stack {stack}"
+        assert owner is not None
         if "RegistryUser" not in owner:
             # A host holding someone else's key (an admin's, say) must not get it rotated by guesswork.
             raise Refused(
@@ -347,7 +378,7 @@ class Rotation:
             except EnvFileError as e:
                 raise Refused(f"{name} on {self.host} cannot be rotated safely: {e}; nothing was changed") from None
             try:
-                self.iam_user, self.user_source = self.find_user(state.host_key)
+                self.iam_user, self.user_source = self.find_user(state.host_key, env.get(BUCKET))
                 self.audit.update(iam_user=self.iam_user, old_key_id=state.host_key)
                 self.load_keys()
             except AwsError as e:
@@ -417,6 +448,11 @@ class Rotation:
     def dry_run(self) -> RotationReport:
         state = self.state
         assert state is not None
+        if state.access == Access.NONE:
+            raise Refused(
+                f"{self.settings.env_file} on {self.host} cannot be replaced safely: {state.access_reason}; "
+                "a real run would refuse; nothing was changed"
+            )
         plan = self.preflight()
         if plan is None:
             assert state.journal is not None
@@ -451,11 +487,12 @@ class Rotation:
             keep_old=plan.keep_old,
             mode=state.env.mode,
             old_key_created=plan.old_key.created,
+            original_sha256=hashlib.sha256(state.env.content).hexdigest(),
         )
         # The journal first: if it cannot be written, nothing has been changed yet.
         try:
             self.save_journal(record)
-        except (hostfiles.HostFileError, ConnectionLost) as e:
+        except (hostfiles.HostFileError, ConnectionLost, shell.NotRun) as e:
             raise RotationFailed(f"{e}; nothing was changed") from None
         with self.step("cleanup"):
             for deletion in plan.make_room:
@@ -471,7 +508,7 @@ class Rotation:
             self.audit["new_key_id"] = new.id
         try:
             self.save_journal(record.at("created", new_key_id=new.id, new_key_created=new.created))
-        except (hostfiles.HostFileError, ConnectionLost) as e:
+        except (hostfiles.HostFileError, ConnectionLost, shell.NotRun) as e:
             self.abandon(user, new.id)
             raise RotationFailed(f"{e}; the new key was deleted and the host was not changed") from None
         self.reporter.step(f"created {new.id}")
@@ -519,10 +556,14 @@ class Rotation:
         name = self.settings.env_file
         with self.step("write"):
             content = EnvFile(state.env.content).with_key(new.id, new.secret)
+            self.journal = self.journal.at(self.journal.step, written_sha256=hashlib.sha256(content).hexdigest())
             extra = "\n".join(
                 [
                     hostfiles.backup_command(name, self.backup_name) + " || exit 41",
-                    hostfiles.replace_command(name, len(content), state.env.mode) + " || exit $?",
+                    hostfiles.replace_command(
+                        name, len(content), state.env.mode, hashlib.sha256(state.env.content).hexdigest()
+                    )
+                    + " || exit $?",
                     hostfiles.write_text_command(self.journal_name, self.journal.at("written").to_json(), name)
                     + " || exit 42",
                 ]
@@ -534,14 +575,15 @@ class Rotation:
             except hostfiles.HostFileError as e:
                 self.abandon(self.journal.iam_user, new.id)
                 raise RotationFailed(f"{e}; the new key was deleted and the host was not changed") from None
-            except NotStarted as e:
+            except (NotStarted, shell.NotRun) as e:
                 # The write never ran: the host still has the old file.
                 self.abandon(self.journal.iam_user, new.id)
                 raise RotationFailed(
                     f"{e} before writing {name}; the new key was deleted and the host was not "
                     "changed (its journal is cleared by the next run)"
                 ) from None
-            except ConnectionLost as e:
+            except (ConnectionLost, RemoteTimeout) as e:
+                # It may have got as far as the rename: only the host's key tells, so the next run decides.
                 raise self.unfinished(f"{e} while writing {name}", self.journal.old_key_id, new.id) from None
             if code in (41, *hostfiles.FAILURES):
                 # The replace is atomic: the env file is untouched. Undo the key.
@@ -602,7 +644,7 @@ class Rotation:
                     self.store.deactivate(user, old_key_id)
                 else:
                     self.retire_key(user, old, new_key_id)
-            except (AwsError, ConnectionLost, hostfiles.HostFileError, shell.LockLost) as e:
+            except (AwsError, ConnectionLost, hostfiles.HostFileError, shell.NotRun) as e:
                 raise Unfinished(
                     f"{self.host} now runs on {new_key_id} and is healthy, but retiring {old_key_id} "
                     f"failed ({e}): {old_key_id} is still Active; to retire it, run: "
@@ -660,19 +702,38 @@ class Rotation:
         check.send_file(self.backup_name, "backup")
         output, _, _ = self.run_script(check, "reading the backup")
         backup = shell.blob(output, "backup")
-        if backup is None or EnvFile(backup).key_id != old_key_id:
-            raise QuiltError(f"the backup {self.backup_name} on {self.host} is missing or does not hold {old_key_id}")
+        if (
+            backup is None
+            or hashlib.sha256(backup).hexdigest() != self.journal.original_sha256
+            or EnvFile(backup).key_id != old_key_id
+        ):
+            raise QuiltError(
+                f"the backup {self.backup_name} on {self.host} is missing or is not the file the rotation began "
+                f"with (holding {old_key_id}): it is not put back"
+            )
+        if not self.journal.written_sha256:
+            raise QuiltError(
+                f"the rotation journal on {self.host} does not say what was written to {self.settings.env_file}: "
+                "the backup is not put back"
+            )
+        # The bytes just checked go back (not the backup file again), and only over the file
+        # this rotation wrote: an edit made since is never overwritten.
         restore = self.script()
         restore.add(
-            hostfiles.restore_command(self.settings.env_file, self.backup_name, self.journal.mode) + " || exit $?"
+            hostfiles.replace_command(
+                self.settings.env_file, len(backup), self.journal.mode, self.journal.written_sha256
+            )
+            + " || exit $?"
         )
         restore.end()
-        _, code, stderr = self.run_script(restore, f"restoring {self.settings.env_file}")
+        _, code, stderr = self.run_script(restore, f"restoring {self.settings.env_file}", stdin=backup)
         if code != 0:
-            raise QuiltError(
-                f"cannot restore {self.settings.env_file} from its backup on {self.host}: "
-                f"{hostfiles.describe_failure(code, stderr)}"
+            why = (
+                "it changed since the rotation wrote it (edited meanwhile?)"
+                if code == 28
+                else hostfiles.describe_failure(code, stderr)
             )
+            raise QuiltError(f"cannot restore {self.settings.env_file} from its backup on {self.host}: {why}")
         self.reporter.step(f"restored {self.settings.env_file} from its backup")
 
     def undo(self, old_key_id: str, new_key_id: str, host_key: str | None) -> None:

@@ -33,6 +33,9 @@ from .journal import Journal
 
 #: Clock difference tolerated between the operator's machine and IAM.
 SKEW = timedelta(minutes=5)
+#: The longest a rotation can take from its start to creating its key (verification waits
+#: come after the key exists): a key created later is not that rotation's.
+MAX_RUN = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -139,8 +142,9 @@ class ResumeDecision:
 
 
 def _same_second(a: datetime | None, b: datetime | None) -> bool:
+    """Both known and the same to the second (IAM reports whole seconds)."""
     if a is None or b is None:
-        return True  # nothing recorded to compare (checked by the time window instead)
+        return False
     return abs((a - b).total_seconds()) < 1
 
 
@@ -166,7 +170,10 @@ def resume(journal: Journal, host: str, host_key: str | None, iam_user: str, key
     new = by_id.get(journal.new_key_id) if journal.new_key_id else None
     if new is not None and (
         not _same_second(new.created, journal.new_key_created)
-        or (new.created is not None and new.created < journal.started - SKEW)
+        or new.created is None
+        or new.created < journal.started - SKEW
+        or new.created > journal.started + MAX_RUN
+        or (old is not None and old.created is not None and new.created <= old.created)
     ):
         raise Refused(
             f"{where} names {journal.new_key_id} as its new key, but IAM's key of that name was not "

@@ -41,10 +41,20 @@ class DockerUnreachable(QuiltError):
     status = ExitStatus.UNKNOWN
 
 
-class LockLost(QuiltError):
-    """The host lock this run took is no longer held (the host gave it up)."""
+class NotRun(QuiltError):
+    """A changing command's guard stopped it on the host before it changed anything."""
 
     status = ExitStatus.INCOMPLETE
+
+
+class LockLost(NotRun):
+    """The host lock this run took is no longer held (the host gave it up)."""
+
+
+class AccessChanged(NotRun):
+    """Who owns the env file's folder (so who writes there) changed since the lock was taken."""
+
+    status = ExitStatus.FAILED
 
 
 @dataclass
@@ -106,8 +116,14 @@ def parse(stdout: bytes, marker: str) -> Output:
             out.sections.append(current)
             if current.kind == "blob" and len(current.words) >= 2 and current.words[1].isdigit():
                 length = int(current.words[1])
-                current.body = stdout[following : following + length]
-                position = following + length + 1  # the blob is followed by one newline
+                closing = b"\n" + tag + b"blobend " + current.words[0].encode() + b"\n"
+                if stdout.startswith(closing, following + length):
+                    current.body = stdout[following : following + length]
+                    position = following + length + len(closing)
+                else:  # the file changed between its size and its bytes: not to be trusted
+                    current.kind, current.words = "unreadable", current.words[:1]
+                    found = stdout.find(closing, following)
+                    position = size if found < 0 else found + len(closing)
                 current = None
                 continue
             position = following
@@ -215,9 +231,10 @@ class Script:
         when it can (read, or write the file and its folder), else as root."""
         f, d = q(path), q(posixpath.dirname(path) or ".")
         can = (
-            f"[ -r {f} ] || [ ! -e {f} ]"
+            # A folder the login user cannot search hides its files: "-e" is false there.
+            f"[ -r {f} ] || {{ [ -x {d} ] && [ ! -e {f} ]; }}"
             if not write
-            else f"[ -w {d} ] && {{ [ ! -e {f} ] || {{ [ -r {f} ] && [ -w {f} ]; }}; }}"
+            else f"[ -w {d} ] && [ -x {d} ] && {{ [ ! -e {f} ] || {{ [ -r {f} ] && [ -w {f} ]; }}; }}"
         )
         self.lines += [
             f'if {can}; then qfile() {{ "$@"; }}; say files direct',
@@ -241,7 +258,7 @@ class Script:
         self.lines.append(
             f"if ! qfile test -e {f} 2>/dev/null; then say missing {n}; "
             f"elif ! qfile test -r {f} 2>/dev/null || [ -d {f} ]; then say unreadable {n}; "
-            f"else say blob {n} $(qfile cat -- {f} | wc -c); qfile cat -- {f}; echo; fi"
+            f"else say blob {n} $(qfile cat -- {f} | wc -c); qfile cat -- {f}; echo; say blobend {n}; fi"
         )
         return self
 
@@ -274,4 +291,8 @@ def raise_for_failure(output: Output, host: str, settings: Settings) -> None:
         )
     if reason == "lock-lost":
         raise LockLost(f"the host lock on {host} was lost (the connection stalled?)")
+    if reason == "access-changed":
+        raise AccessChanged(
+            f"the owner or mode of {settings.env_file}'s folder on {host} changed during the run; this step was not run"
+        )
     raise HostError(f"a command on {host} stopped: {reason}")

@@ -207,6 +207,11 @@ def restart(
                         f"{e} during the restart: the containers may be down; run restart again",
                         status=ExitStatus.INCOMPLETE,
                     ) from None
+                except KeyboardInterrupt:
+                    raise QuiltError(
+                        "interrupted during the restart: the containers may be down; run restart again",
+                        status=ExitStatus.INTERRUPTED,
+                    ) from None
             record["outcome"] = "restarted"
             return report
 

@@ -78,7 +78,7 @@ def test_point_9_3_root_owned_env_file_is_rotated_through_sudo_keeping_owner_gro
         old = host.host_key_id()
         result = host.run("rotate-keys")
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "(through sudo)" in result.stdout
+        assert "(as root)" in result.stdout
         assert owner_and_mode(host.env_file) == before
         assert owner_and_mode(host.env_dir) == folder_before
         new = host.host_key_id()

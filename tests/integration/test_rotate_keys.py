@@ -282,7 +282,7 @@ def test_env_folder_not_writable_is_written_through_sudo(host, aws):
     try:
         result = rotate(host)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "(through sudo)" in result.stdout
+        assert "(as root)" in result.stdout
         assert host.env_file.parent.stat().st_mode & 0o777 == 0o500
     finally:
         host.env_file.parent.chmod(0o700)

@@ -5,6 +5,7 @@ table-driven tests in tests/unit/test_rotation_plan.py; here the whole tool meet
 forged host files, a stalled holder, a failing IAM, an unwritable audit log.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tool import one_error
+from tests.tool import one_error, wait_until
 
 pytestmark = pytest.mark.sandbox
 
@@ -38,6 +39,8 @@ def write_journal(host, **fields):
         "who": "mallory@host",
         "keep_old": False,
         "mode": 384,
+        "original_sha256": hashlib.sha256(host.env_file.read_bytes()).hexdigest(),
+        "written_sha256": hashlib.sha256(host.env_file.read_bytes()).hexdigest(),
     }
     record.update(fields)
     path = journal_path(host)
@@ -361,3 +364,191 @@ def test_point_10_11_ctrl_c_in_a_parallel_run_stops_every_host_cleanly(host, aws
             assert not (twin.env_file.parent / ".registry.quilt-ops-rotation.json").exists()
     finally:
         remove_registry_user(host, user)
+
+
+# ----------------------------------------------------------------------------- the second review
+
+
+def test_review_a_journal_without_creation_times_deletes_nothing(host, aws):
+    """Times are what tie a journal's key IDs to the keys that rotation saw; without them a
+    forged journal could name any of the user's keys as the one to delete."""
+    host_key = host.host_key_id()
+    stranger = aws.iam.create_access_key(UserName=aws.user)["AccessKey"]["AccessKeyId"]
+    try:
+        write_journal(host, step="created", old_key_id=host_key, new_key_id=stranger, new_key_created=None)
+        keys, before = aws.keys(), host.env_file.read_bytes()
+        result = host.run("rotate-keys")
+        assert result.returncode == 4, result.stdout + result.stderr
+        assert "new_key_created" in one_error(result)
+        assert aws.keys() == keys and host.env_file.read_bytes() == before
+    finally:
+        aws.iam.delete_access_key(UserName=aws.user, AccessKeyId=stranger)
+
+
+def test_review_an_env_line_docker_refuses_stops_restart_before_anything_is_removed(host):
+    """Docker refuses the whole env file for one bad line: removing the containers first would
+    leave the registry down (and Docker's error quotes the line, secret and all)."""
+    before_env, states = host.env_file.read_bytes(), host.container_states()
+    secret = "a-secret-nobody-may-see-42"
+    host.env_file.write_bytes(before_env + f"SMTP PASS={secret}\n".encode())
+    try:
+        result = host.run("restart")
+        assert result.returncode == 4, result.stdout + result.stderr
+        line = one_error(result)
+        assert "Docker would refuse env file" in line and "a name with a space" in line
+        assert "nothing was changed" in line
+        assert secret not in result.stdout + result.stderr
+        assert host.container_states() == states
+    finally:
+        host.env_file.write_bytes(before_env)
+
+
+def test_review_a_start_script_named_without_a_folder_is_run_from_the_registry_folder(host, tmp_path):
+    """``start.sh`` in fabric.yaml means the registry folder's start.sh (sh would otherwise
+    look it up on PATH)."""
+    import yaml
+
+    start = yaml.safe_load(Path(host.fabric_config).read_text())["quilt"].get("start_script", "./start.sh")
+    config = host.write_config(tmp_path / "c.yaml", start_script=start.removeprefix("./"))
+    result = host.run("restart", config=config)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_review_a_symlinked_lock_file_is_neither_followed_nor_broken(host, tmp_path):
+    """Whoever can write the env folder could point the lock file at another file."""
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    lock = host.env_dir / f".{host.env_file.name}.quilt-ops.lock"
+    lock.unlink(missing_ok=True)
+    lock.symlink_to(victim)
+    states = host.container_states()
+    try:
+        for args in (("restart",), ("restart", "--break-lock", "--yes")):
+            result = host.run(*args)
+            assert result.returncode == 4, result.stdout + result.stderr
+            assert "lock" in one_error(result) and "nothing was changed" in one_error(result)
+        assert victim.read_text() == "untouched\n" and host.container_states() == states
+    finally:
+        lock.unlink()
+
+
+def test_review_break_lock_ends_the_broken_runs_commands_too(host):
+    """The broken run's start script (hung on the database) is stopped with its lock holder,
+    not left to go on changing the host beside the new run."""
+
+    def hung_clients():
+        found = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                text = cmdline.read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            except OSError:
+                continue
+            if "db upgrade" in text and str(host.faults_dir) in text:
+                found.append(text)
+        return found
+
+    with host.fault("start-hangs"):
+        first = host.start("restart", "--timeout", "300")
+        first.wait_for("still running", timeout=60)
+        assert hung_clients()
+        broke = host.run("restart", "--break-lock", "--yes", "--timeout", "5")
+        assert "breaking the lock held by restart by" in broke.stderr
+        assert broke.returncode == 4  # its own start script hangs too, and is stopped at 5 s
+        wait_until("every hung start script to end", lambda: not hung_clients(), timeout=20)
+    first.kill()
+    assert host.run("restart").returncode == 0
+
+
+def test_review_an_env_file_edited_during_the_rotation_is_not_overwritten(host, aws):
+    """Someone edits the env file while the new key is being verified: the rotation must not
+    put back the copy it read (the edit would be lost); it stops and deletes the new key."""
+    keys = aws.keys()
+    aws.fault(new_key_delay=8)
+    try:
+        run = host.start("rotate-keys", "--verify-timeout", "120")
+        run.wait_for("verifying", timeout=60)
+        edited = host.env_file.read_bytes() + b"# edited by a person during the rotation\n"
+        host.env_file.write_bytes(edited)
+        result = run.finish()
+    finally:
+        aws.clear()
+    assert result.returncode == 4, result.stdout + result.stderr
+    line = one_error(result)
+    assert "changed since it was read" in line and "the new key was deleted" in line
+    assert host.env_file.read_bytes() == edited and aws.keys() == keys
+
+
+# Who writes next to the env file follows who owns its folder (hostfiles.access_script).
+
+
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        ("folder-open", "can be written by other users"),
+        ("file-of-root", "give the file and its folder one owner"),
+        ("file-symlink", "is a symbolic link"),
+    ],
+)
+def test_review_a_folder_root_must_not_write_in_is_refused_before_any_change(host, aws, change, words):
+    """Review: root wrote (through sudo) in folders a user could change, where a planted
+    symlink redirects the write. Such folders are refused with the reason; nothing changes."""
+    env_dir, env_file = host.env_dir, host.env_file
+    dir_mode, file_stat, content = env_dir.stat().st_mode & 0o7777, env_file.stat(), env_file.read_bytes()
+    keys, states = aws.keys(), host.container_states()
+    real = env_dir / "registry.real"
+    if change == "folder-open":
+        env_dir.chmod(0o777)
+    elif change == "file-of-root":
+        os.chown(env_file, 0, 0)
+    else:
+        env_file.rename(real)
+        env_file.symlink_to(real.name)
+    try:
+        for task in ("rotate-keys", "restart"):
+            result = host.run(task)
+            assert result.returncode == 4, (task, result.stdout + result.stderr)
+            line = one_error(result)
+            assert words in line and "nothing was changed" in line, (task, line)
+        assert aws.keys() == keys and host.container_states() == states
+        assert (real if change == "file-symlink" else env_file).read_bytes() == content
+        assert not [p.name for p in env_dir.iterdir() if "quilt-ops" in p.name and "lock" not in p.name]
+    finally:
+        if change == "file-symlink":
+            env_file.unlink()
+            real.rename(env_file)
+        env_dir.chmod(dir_mode)
+        os.chown(env_file, file_stat.st_uid, file_stat.st_gid)
+
+
+def test_review_a_folder_of_another_user_is_written_as_that_user(host, aws):
+    """The env folder and file belong to a user other than the login user: the rotation
+    writes there as that user (never as root), and everything it leaves is that user's."""
+    import pwd
+
+    other = pwd.getpwnam("nobody")
+    env_dir, env_file = host.env_dir, host.env_file
+    before = [(p, p.stat().st_uid, p.stat().st_gid) for p in (env_dir, env_file, env_dir / "catalog")]
+    for path, _, _ in before:
+        os.chown(path, other.pw_uid, other.pw_gid)
+    above = [p for p in env_dir.parents if p.stat().st_mode & 0o001 == 0][:3]  # closed to "nobody"
+    modes = {p: p.stat().st_mode & 0o7777 for p in above}
+    try:
+        refused = host.run("rotate-keys")
+        if above:
+            assert refused.returncode == 4 and "who cannot reach it" in one_error(refused)
+        for p in above:
+            p.chmod(modes[p] | 0o001)
+        result = host.run("rotate-keys")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "(as its owner)" in result.stdout
+        assert host.registry_runs_with(host.host_key_id())
+        owners = {(p.name, p.stat().st_uid) for p in env_dir.iterdir()}
+        assert all(uid == other.pw_uid for _, uid in owners), owners
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+        for path, uid, gid in before:
+            os.chown(path, uid, gid)
+        for path in env_dir.iterdir():
+            if path.name.startswith(".registry.quilt-ops"):
+                os.chown(path, before[1][1], before[1][2])

@@ -112,7 +112,7 @@ def cases():
         ("env-file-missing", ("rotate-keys",), env_file_moved, 4, "no such file"),
         ("env-file-missing-restart", ("restart",), env_file_moved, 4, "missing or unreadable"),
         ("env-file-missing-admin", ADMIN, env_file_moved, 4, "missing or unreadable"),
-        ("env-file-unreadable", ("rotate-keys",), env_file_mode_000_without_sudo, 4, "passwordless sudo"),
+        ("env-file-unreadable", ("rotate-keys",), env_file_mode_000_without_sudo, 4, "mode 0000"),
         ("env-file-no-key-lines", ("rotate-keys",), with_env_file("A=1\n"), 4, "no AWS_ACCESS_KEY_ID line"),
         ("env-file-export", ("rotate-keys",), with_env_file("export AWS_ACCESS_KEY_ID={key}\n"), 4, "line 1"),
         ("env-file-quoted", ("rotate-keys",), with_env_file('AWS_ACCESS_KEY_ID="{key}"\n'), 4, "quoted"),

@@ -156,6 +156,23 @@ def test_repr_never_shows_content():
 def test_values_for_masking_include_url_passwords():
     values = EnvFile(REAL.encode()).values()
     assert OLD_SECRET in values and "smtp-secret-value" in values and "p%40ss" in values
+    assert "p@ss" in values  # review: a tool may print the password decoded
+
+
+@pytest.mark.parametrize(
+    "line,secret",
+    [
+        (b"SMTP PASSWORD=hunter2-secret\n", "hunter2-secret"),  # a name with a space
+        (b"=orphan-secret-value\n", "orphan-secret-value"),  # no name
+        (b"just some secret words\n", "just some secret words"),  # no '=' at all
+    ],
+)
+def test_lines_docker_refuses_are_masked_and_named(line, secret):
+    """Review: Docker's error quotes the line it refuses; those lines were not masked."""
+    env = EnvFile(b"A=1\n" + line)
+    assert any(secret in value for value in env.values())
+    refused = env.refused_by_docker()
+    assert refused and refused[0].startswith("line 2: ") and secret not in refused[0]
 
 
 def test_new_key_with_odd_characters_is_refused():

@@ -81,7 +81,7 @@ def test_script_output_is_read_into_a_typed_reading():
         '{"Name":"/registry","State":{"Status":"running"}}',
         "Error: No such object: catalog",
         f"{m} probe registry 0 200 0.004",
-        "ok",
+        "> ok",
         f"{m} probe catalog 7 000 0.000",
         "",
         f"{m} envfile",

@@ -224,13 +224,13 @@ def test_with_the_sdk_no_docker_command_is_in_any_script():
     sdk = docker_access.SdkDocker("unix:///x.sock")
     texts = [
         health.script(Settings(), key_in_effect=True, docker=sdk).text(),
-        restart.script(Settings(), docker=sdk).text(),
+        restart.precheck_script(Settings(), docker=sdk).text(),
     ]
     for text in texts:
         assert "qdocker" not in text and "docker " not in text
     assert texts[1].rstrip().endswith("say ready")  # the SDK removes the containers, then:
     assert "./start.sh" in restart.start_script(Settings()).text()
-    cli_text = restart.script(Settings()).text()  # over SSH: one command, as before
+    cli_text = restart.script(Settings()).text()  # over SSH: the removal and the start together
     assert "qdocker rm -f" in cli_text and cli_text.index("say removing") < cli_text.index("say script")
 
 

@@ -68,6 +68,8 @@ def journal(step, new=NEW, user=USER, old_created=OLD_CREATED, new_created=NEW_C
         old_key_created=old_created,
         new_key_id=None if step == "creating" else new,
         new_key_created=None if step == "creating" else new_created,
+        original_sha256="0" * 64,
+        written_sha256="1" * 64 if step in journals.WRITTEN_STEPS else "",
     )
 
 
@@ -123,6 +125,14 @@ RESUMES = [
         NEW,
         [key(OLD, created=T0 + timedelta(hours=2)), key(NEW)],
         "created at another time",
+    ),
+    # review: a key created long after the rotation started is some later run's
+    (
+        "new key created hours after the start",
+        journal("created", new_created=T0 + timedelta(hours=3)),
+        OLD,
+        [key(OLD), key(NEW, created=T0 + timedelta(hours=3))],
+        "not created by that rotation",
     ),
     ("host holds neither key", journal("written"), OTHER, BOTH + [key(OTHER)], "neither the old key"),
     ("host holds no key", journal("written"), None, BOTH, "neither the old key"),
@@ -215,6 +225,13 @@ def test_point_10_9_unreadable_journals_say_why(raw, words):
         ("keep_old", "yes", "keep_old"),
         ("mode", 99999, "mode"),
         ("who", "a\x1b[2Jb", "who"),
+        # review: a journal without the times could name any key of the user's
+        ("old_key_created", None, "old_key_created"),
+        ("new_key_created", None, "new_key_created"),
+        ("original_sha256", None, "quilt-ops 0.2.0"),
+        ("written_sha256", None, "written_sha256"),
+        ("written_sha256", "x" * 64, "written_sha256"),
+        ("original_sha256", "../../etc/shadow", "SHA-256"),
     ],
 )
 def test_forged_journal_fields_are_refused(field, value, words):
@@ -224,3 +241,75 @@ def test_forged_journal_fields_are_refused(field, value, words):
     data[field] = value
     with pytest.raises(JournalUnreadable, match=words):
         journals.parse(json.dumps(data).encode())
+
+
+# ----------------------------------------------------------------------------- the new key's check
+
+
+class AcceptingSts:
+    def get_caller_identity(self):
+        return {"Arn": "arn:aws:iam::123456789012:user/" + USER}
+
+
+def test_a_bucket_name_botocore_refuses_is_not_waited_on():
+    """Review: the bucket name comes from the host's env file; botocore refuses a bad one
+    before any request, and that answer never changes: it must not be retried for a minute."""
+    import boto3
+
+    from quilt_ops.keys import KeyStore
+
+    s3 = boto3.Session(aws_access_key_id="AKIAX", aws_secret_access_key="x", region_name="us-east-1").client("s3")
+    why, waiting_helps = KeyStore.check_with(
+        (AcceptingSts(), s3), "arn:aws:iam::123456789012:user/" + USER, "bad bucket\x1b[2J"
+    )
+    assert not waiting_helps and "not a valid S3 bucket name" in why and "\x1b" not in why
+
+
+# ----------------------------------------------------------------------------- the IAM user, with --stack
+
+
+class StackStore:
+    """IAM and CloudFormation as `Rotation.find_user` asks them."""
+
+    def __init__(self, key_owner, stack_user, stack_bucket):
+        self.key_owner, self.stack_user, self.bucket = key_owner, stack_user, stack_bucket
+
+    def user_of_key(self, key_id):
+        return self.key_owner
+
+    def user_from_stack(self, stack):
+        return self.stack_user
+
+    def stack_bucket(self, stack):
+        return self.bucket
+
+
+OTHER_USER = "quilt-other-RegistryUser-ZYXWVUTSRQPON"
+
+
+@pytest.mark.parametrize(
+    "key_owner,bucket,expected",
+    [
+        (USER, "prod-packages", USER),
+        (None, "prod-packages", USER),  # RegistryUser may not ask IAM whose key it is: the stack tells
+        (OTHER_USER, "prod-packages", "another registry's key"),
+        (USER, "someone-elses-bucket", "names the bucket someone-elses-bucket"),
+    ],
+)
+def test_review_with_a_stack_the_stack_decides_the_user(key_owner, bucket, expected):
+    """Review: the host's env file is a file on the host; with --stack a host running on
+    another registry's key (or bucket) must be refused, not rotated on its behalf."""
+    from types import SimpleNamespace
+
+    from quilt_ops.config import Settings
+    from quilt_ops.reporting import Silent
+    from quilt_ops.rotation import RotateOptions, Rotation
+
+    store = StackStore(key_owner, USER, "prod-packages")
+    rotation = Rotation(SimpleNamespace(name="h"), Settings(), store, RotateOptions(stack="quilt-prod"), Silent())
+    if expected == USER:
+        assert rotation.find_user(OLD, bucket)[0] == USER
+        return
+    with pytest.raises(Refused, match="nothing was changed") as e:
+        rotation.find_user(OLD, bucket)
+    assert expected in str(e.value)

@@ -1,5 +1,7 @@
 """The remote scripts' sections, blobs and prologue; the remote wrapper; exit statuses."""
 
+from pathlib import Path
+
 import pytest
 
 from quilt_ops import lock, remote, shell
@@ -13,10 +15,28 @@ M = "@@quilt-0123456789ab"
 
 def test_blob_sections_keep_exact_bytes_even_when_they_look_like_markers():
     content = f"A=1\n{M} fail nodir\nB=\x00\xff\n".encode("latin-1")
-    stdout = f"{M} access direct\n{M} blob env {len(content)}\n".encode() + content + f"\n{M} end\n".encode()
+    stdout = (
+        f"{M} access direct\n{M} blob env {len(content)}\n".encode()
+        + content
+        + f"\n{M} blobend env\n{M} end\n".encode()
+    )
     output = shell.parse(stdout, M)
     assert shell.blob(output, "env") == content
     assert output.first("fail") is None and output.complete and output.word("access") == "direct"
+
+
+@pytest.mark.parametrize("announced", [3, 30], ids=["grew", "shrank"])
+def test_a_file_that_changed_while_it_was_sent_is_not_trusted(announced):
+    """Review: its size and its bytes are read apart; a file written in between must not be
+    taken (cut or padded with the script's own lines) as the file."""
+    content = b"A=1\nB=2\n"
+    stdout = (
+        f"{M} blob env {announced}\n".encode() + content + f"\n{M} blobend env\n{M} stat env 600\n{M} end\n".encode()
+    )
+    output = shell.parse(stdout, M)
+    assert shell.blob(output, "env") is None
+    assert output.first("unreadable").words == ["env"]
+    assert output.word("stat") == "env" and output.complete
 
 
 def test_text_before_the_first_section_is_kept_apart():
@@ -63,7 +83,7 @@ def test_point_10_13_values_reach_the_shell_quoted():
     )
     from quilt_ops import restart
 
-    text = restart.script(settings).text()
+    text = restart.precheck_script(settings).text() + restart.script(settings).text()
     assert "cd -- 'it'\"'\"'s here'" in text
     assert "'./st'\"'\"'art.sh'" in text and "'env/reg'\"'\"'istry'" in text
     assert "echo 'start script" not in text  # messages are made locally, never echoed with values
@@ -71,25 +91,68 @@ def test_point_10_13_values_reach_the_shell_quoted():
 
 def test_wrapper_bounds_the_command_and_reports_its_group():
     line = remote.wrap("echo hi", 12.2)
-    assert line.startswith("printf 'quilt-ops-pgid %s\\n' \"$$\" >&2; exec timeout -k 5 13 sh -c ")
+    prefix = remote.PID_PREFIX.decode()
+    assert line.startswith(f"printf '{prefix}%s\\n' \"$$\" >&2; exec timeout -k 5 13 sh -c ")
+    assert line.endswith(f" {remote.MARK}")
     assert "--foreground" in remote.wrap("x", 5, pty=True)
+
+
+P = remote.PID_PREFIX
 
 
 @pytest.mark.parametrize(
     "stderr,pid,rest",
     [
-        (b"quilt-ops-pgid 4242\nwarning\n", 4242, b"warning\n"),
-        (b"quilt-ops-pgid 1; reboot\n", None, b""),
-        (b"quilt-ops-pgid 0\n", None, b""),
+        (P + b"4242\nwarning\n", 4242, b"warning\n"),
+        (P + b"1; reboot\n", None, b""),
+        (P + b"0\n", None, b""),
         (b"something else\n", None, b"something else\n"),
+        # review: a .bashrc's own lines come first; a line without this run's nonce is not ours
+        (b"bashrc says hi\n" + P + b"4242\n", 4242, b"bashrc says hi\n"),
+        (b"quilt-ops-pgid 0123456789ab 77\n" + P + b"4242\n", 4242, b"quilt-ops-pgid 0123456789ab 77\n"),
+        (P + b"4242", None, P + b"4242"),  # cut short: not a whole line
     ],
+    ids=["ours", "not a number", "zero", "other", "after a bashrc", "another run's", "cut short"],
 )
-def test_the_group_to_kill_is_checked(stderr, pid, rest):
+def test_the_group_to_kill_is_checked(stderr, pid, rest):  # (ids: the nonce differs per process)
     assert remote.split_pid(stderr) == (pid, rest)
 
 
 def test_kill_command_takes_only_a_number():
-    assert remote.kill_command(4242).startswith("kill -TERM -- -4242")
+    command = remote.kill_command(4242)
+    assert "kill -TERM -4242" in command and "sudo -n sh -c 'kill -TERM -4242'" in command
+    assert " -- " not in command  # dash's kill refuses it (and then killed nothing)
+    assert "sudo" not in remote.kill_command(4242, "")
+
+
+@pytest.mark.parametrize("shell_name", ["dash", "bash", "busybox"])
+def test_kill_command_ends_the_wrapped_group_in_any_login_shell(shell_name, tmp_path):
+    """Found in review: ``kill -TERM -- -PGID`` is an error in dash, so nothing was killed."""
+    import shutil
+    import subprocess
+    import threading
+    import time
+
+    if shutil.which(shell_name) is None:
+        pytest.skip(f"{shell_name} is not installed")
+    argv = [shell_name, "sh"] if shell_name == "busybox" else [shell_name]
+    wrapped = subprocess.Popen(
+        ["sh", "-c", remote.wrap("sleep 30", 60)], stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        pgid, _ = remote.split_pid(wrapped.stderr.readline())
+        assert pgid == wrapped.pid
+        deadline = time.monotonic() + 5
+        while not Path(f"/proc/{pgid}/cmdline").read_text().startswith("timeout") and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the wrapper has exec'd timeout
+        reaper = threading.Thread(target=wrapped.wait)  # a zombie would still count as alive
+        reaper.start()
+        subprocess.run([*argv, "-c", remote.kill_command(pgid, "")], timeout=15)
+        reaper.join(5)
+        assert wrapped.returncode is not None  # ended by the kill, long before its 30 s
+    finally:
+        if wrapped.poll() is None:
+            wrapped.kill()
 
 
 class Slow:

@@ -1,0 +1,105 @@
+"""The remote lock holder and breaker, run here with bash and dash as the host would run them.
+
+Found in review: the holder's cleanup, run from its TERM trap inside ``IFS= read``, read the
+registered commands with an empty IFS and so stopped none of them; a breaker that killed
+any process holding the file.
+"""
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from quilt_ops import lock
+
+TOKEN = "0123456789abcdef"
+
+
+def start_holder(folder: Path) -> subprocess.Popen:
+    holder = subprocess.Popen(
+        [
+            "bash",
+            "-c",
+            lock._HOLDER,
+            "quilt-ops-lock",
+            str(folder / "lock"),
+            str(folder / "note"),
+            "{}",
+            str(folder / "commands"),
+            TOKEN,
+            str(folder / "env"),
+            "@@m",
+            "",
+            "",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert holder.stdout.readline() == b"@@m lock acquired\n"
+    return holder
+
+
+def registered_group(folder: Path, token: str = TOKEN) -> subprocess.Popen:
+    """A command of the run, as the guard registers it: its group and the token in its command line."""
+    command = subprocess.Popen(["sh", "-c", f"sleep 30; : {token}"], start_new_session=True)
+    threading.Thread(target=command.wait, daemon=True).start()  # reaped: a zombie counts as alive
+    with open(folder / "commands", "a") as f:
+        f.write(f"{command.pid} {token}\n")
+    return command
+
+
+def ended(process: subprocess.Popen, within: float = 8) -> bool:
+    try:
+        process.wait(within)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="flock is not installed")
+def test_a_broken_lock_stops_the_broken_runs_commands(tmp_path):
+    holder = start_holder(tmp_path)
+    ours, strangers = registered_group(tmp_path), registered_group(tmp_path, token="f" * 16)
+    try:
+        subprocess.run(["dash", "-c", lock._BREAK, "quilt-ops-break", str(tmp_path / "lock")], timeout=20)
+        assert ended(holder) and ended(ours)
+        assert strangers.poll() is None  # a line without this run's token is not acted on
+        assert not (tmp_path / "note").exists() and not (tmp_path / "commands").exists()
+    finally:
+        for process in (holder, ours, strangers):
+            if process.poll() is None:
+                os.killpg(process.pid, 9)
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="flock is not installed")
+def test_a_released_lock_leaves_the_commands_alone_and_a_vanished_run_does_not(tmp_path):
+    holder = start_holder(tmp_path)
+    ours = registered_group(tmp_path)
+    holder.stdin.write(b"release\n")
+    holder.stdin.close()
+    assert ended(holder) and ours.poll() is None
+    ours.kill()
+    holder = start_holder(tmp_path)
+    ours = registered_group(tmp_path)
+    holder.stdin.close()  # the run vanished without a word
+    assert ended(holder) and ended(ours)
+
+
+def test_the_breaker_ends_only_lock_holders_and_never_through_a_symlink(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("")
+    reader = subprocess.Popen(["sh", "-c", f"exec 9<{target}; sleep 30"], start_new_session=True)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    try:
+        time.sleep(0.2)
+        for path in (target, link):
+            subprocess.run(["dash", "-c", lock._BREAK, "quilt-ops-break", str(path)], timeout=20)
+        assert reader.poll() is None  # holds the file, but is no lock holder
+    finally:
+        reader.kill()
