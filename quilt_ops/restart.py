@@ -26,7 +26,7 @@ from . import containers, docker_access, health, shell, stopping
 from .checks import HostHealth
 from .config import Settings
 from .envfile import EnvFile
-from .errors import QuiltError, RemoteTimeout
+from .errors import ConnectionLost, NotStarted, QuiltError, RemoteTimeout
 from .masking import Masker
 from .remote import RemoteResult, Target
 from .reporting import Reporter
@@ -40,6 +40,14 @@ class RestartError(QuiltError):
 
 class NothingChanged(RestartError):
     """A pre-check failed; nothing was removed."""
+
+
+class LostBeforeRemoval(ConnectionLost):
+    """The connection dropped during the pre-checks: nothing was removed."""
+
+
+class StoppedBeforeRemoval(stopping.Stopped):
+    """Ctrl-C during the pre-checks: nothing was removed."""
 
 
 @dataclass
@@ -122,7 +130,6 @@ def recreate(
     """Removes and recreates the containers; returns the time the start script took and
     the (masked) tail of its output. Raises `NothingChanged` when a pre-check fails."""
     names = " ".join(settings.containers.names)
-    reporter.step(f"removing {names} and running {settings.start_script}")
     docker = docker_access.of(target, settings)
     # Two commands, each with its own guard: the pre-checks (whose env file is checked
     # here, by Docker's rules, before anything is removed), then the removal and the start.
@@ -147,7 +154,16 @@ def recreate(
         finally:
             reporter.done()
 
-    result = run(built, timeout)
+    # Until the removal starts, an interruption leaves the containers as they were: the
+    # exceptions say so (and still are what the caller handles: a lost connection, Ctrl-C).
+    try:
+        result = run(built, timeout)
+    except NotStarted:
+        raise
+    except ConnectionLost as e:
+        raise LostBeforeRemoval(str(e)) from None
+    except KeyboardInterrupt:
+        raise StoppedBeforeRemoval() from None
     output = shell.parse(result.stdout_bytes, built.marker)
     shell.raise_for_failure(output, target.name, settings)
     precheck = output.first("precheck")
@@ -170,6 +186,7 @@ def recreate(
             f"Docker would refuse env file {settings.env_file} on {target.name} ({'; '.join(refused[:3])}), "
             "so the containers could not be created again; nothing was changed"
         )
+    reporter.step(f"removing {names} and running {settings.start_script}")
     if docker.in_script:
         built = script(settings, second_guard)
     else:  # the SDK removes the containers; the start script runs in a command of its own

@@ -202,6 +202,15 @@ def restart(
                     )
                 except NotStarted:
                     raise
+                except restarting.LostBeforeRemoval as e:
+                    raise QuiltError(
+                        f"{e} before anything was removed; nothing was changed", status=ExitStatus.UNKNOWN
+                    ) from None
+                except restarting.StoppedBeforeRemoval:
+                    raise QuiltError(
+                        "interrupted before anything was removed; nothing was changed",
+                        status=ExitStatus.INTERRUPTED,
+                    ) from None
                 except ConnectionLost as e:
                     raise QuiltError(
                         f"{e} during the restart: the containers may be down; run restart again",
