@@ -235,11 +235,11 @@ class Session:
 
     def lines(self, text: str) -> list[str]:
         """The program's lines, masked and printable; on a terminal the wrapper's own line
-        (its process group) comes through too, and is left out."""
+        (its process group) and the script's sections come through too, and are left out."""
         return [
             printable(line.strip(), 200)
             for line in self.mask(text).replace("\r", "\n").splitlines()
-            if line.strip() and not line.startswith(PID_PREFIX.decode())
+            if line.strip() and not line.startswith((PID_PREFIX.decode(), shell.MARKER_PREFIX))
         ]
 
     def refusal(self, text: str) -> str | None:

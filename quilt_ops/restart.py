@@ -138,7 +138,7 @@ def recreate(
     started = time.monotonic()
     mask = masker or Masker()
 
-    def run(command: shell.Script, seconds: float) -> RemoteResult:
+    def run(command: shell.Script, seconds: float, prechecks: bool = False) -> RemoteResult:
         try:
             return target.run(
                 command.text(),
@@ -147,6 +147,10 @@ def recreate(
                 on_wait=lambda t: reporter.waiting(f"{settings.start_script} still running ({t:.0f}s)"),
             )
         except RemoteTimeout:
+            if prechecks:
+                raise NothingChanged(
+                    f"the pre-checks on {target.name} did not finish within {seconds:.0f}s; nothing was changed"
+                ) from None
             raise RestartError(
                 f"{settings.start_script} on {target.name} did not finish within {timeout:.0f}s; "
                 "it was stopped there, with everything it started"
@@ -157,7 +161,7 @@ def recreate(
     # Until the removal starts, an interruption leaves the containers as they were: the
     # exceptions say so (and still are what the caller handles: a lost connection, Ctrl-C).
     try:
-        result = run(built, timeout)
+        result = run(built, timeout, prechecks=True)
     except NotStarted:
         raise
     except ConnectionLost as e:

@@ -477,6 +477,14 @@ class Rotation:
         assert state is not None and state.env is not None
         user = plan.iam_user
         self.allowed = {d.key_id for d in plan.make_room}
+        # Asked before anything changes: once the new key exists, no AWS call but the
+        # verification's own (bounded by --verify-timeout) comes before it is proven or
+        # deleted (an IAM call retried through an outage here once took 30 s, long enough
+        # for the key to pass afterwards).
+        try:
+            arn = self.store.user_arn(user)
+        except AwsError as e:
+            raise RotationFailed(f"{e}; nothing was changed") from None
         started = datetime.now(timezone.utc).replace(microsecond=0)
         record = Journal(
             step="creating",
@@ -512,7 +520,7 @@ class Rotation:
             self.abandon(user, new.id)
             raise RotationFailed(f"{e}; the new key was deleted and the host was not changed") from None
         self.reporter.step(f"created {new.id}")
-        self.verify(plan, new)
+        self.verify(plan, new, arn)
         self.write(new)
         with self.step("restart"):
             try:
@@ -527,13 +535,12 @@ class Rotation:
         )
         return RotationReport(self.host, "rotated", user, plan.old_key.id, new.id, message)
 
-    def verify(self, plan: Plan, new: NewKey) -> None:
+    def verify(self, plan: Plan, new: NewKey, arn: str) -> None:
         state = self.state
         assert state is not None and state.env is not None
         with self.step("verify"):
             started = time.monotonic()
             try:
-                arn = self.store.user_arn(plan.iam_user)
                 checks = self.store.verify(
                     new,
                     arn,
@@ -543,7 +550,7 @@ class Rotation:
                 )
             except (VerifyTimeout, VerifyRefused, AwsError) as e:
                 self.reporter.done()
-                self.abandon(plan.iam_user, new.id)
+                self.abandon(plan.iam_user, new.id, str(e))
                 raise RotationFailed(f"{e}; the new key was deleted and the host was not changed") from None
             self.reporter.done()
             self.reporter.step(
@@ -678,18 +685,20 @@ class Rotation:
         except QuiltError:
             pass
 
-    def abandon(self, user: str, key_id: str) -> None:
+    def abandon(self, user: str, key_id: str, why: str = "") -> None:
         """Deletes a new key the host never saw, and the journal.
 
         If AWS cannot be reached to delete it, the journal stays, so that the next
-        run deletes the key (the host still runs on the old one).
+        run deletes the key (the host still runs on the old one). ``why`` (the reason it
+        is given up) leads the message then.
         """
         try:
             rotation_plan.check_deletion(key_id, self.state.host_key if self.state else None, self.allowed)
             self.store.delete(user, key_id)
         except (AwsError, Refused) as e:
             raise RotationFailed(
-                f"the new key {key_id} could not be deleted ({e}); the host was not changed "
+                (f"{why}; " if why else "")
+                + f"the new key {key_id} could not be deleted ({e}); the host was not changed "
                 "and still runs on the old key; run rotate-keys again to clean up"
             ) from None
         self.forget()

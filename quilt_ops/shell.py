@@ -145,12 +145,16 @@ def blob(output: Output, name: str) -> bytes | None:
     return None
 
 
+#: How every script's section marker begins (the rest is random, per script).
+MARKER_PREFIX = "@@quilt-"
+
+
 class Script:
     """A remote script under construction: prologue first, then the work."""
 
     def __init__(self, settings: Settings, *, enter_dir: bool = True) -> None:
         self.settings = settings
-        self.marker = "@@quilt-" + secrets.token_hex(6)
+        self.marker = MARKER_PREFIX + secrets.token_hex(6)
         self.lines: list[str] = [
             f"m={q(self.marker)}",
             'say() { printf \'%s %s\\n\' "$m" "$*"; }',

@@ -204,11 +204,12 @@ def restart(
                     raise
                 except restarting.LostBeforeRemoval as e:
                     raise QuiltError(
-                        f"{e} before anything was removed; nothing was changed", status=ExitStatus.UNKNOWN
+                        f"{e} before anything was removed; nothing was changed; run restart again",
+                        status=ExitStatus.UNKNOWN,
                     ) from None
                 except restarting.StoppedBeforeRemoval:
                     raise QuiltError(
-                        "interrupted before anything was removed; nothing was changed",
+                        "interrupted before anything was removed; nothing was changed; run restart again",
                         status=ExitStatus.INTERRUPTED,
                     ) from None
                 except ConnectionLost as e:

@@ -180,6 +180,11 @@ def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.strip()]
 
 
+def create_admin_args(name: str) -> tuple[str, ...]:
+    """``create-admin`` for user ``name`` (address name@example.com), password from stdin."""
+    return ("create-admin", "--username", name, "--email", f"{name}@example.com", "--password-stdin")
+
+
 def one_error(result: subprocess.CompletedProcess) -> str:
     """The single ``Error:`` line a failure must end with (and no traceback anywhere)."""
     lines = error_lines(result)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.tool import AwsSide, Operator, one_error
+from tests.tool import AwsSide, Operator, create_admin_args, one_error
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.xdist_group("sandbox-self")]
 
@@ -79,12 +79,7 @@ def test_point_9_1_a_missing_registry_container_is_named_never_a_wrong_key(other
 def test_create_admin_runs_in_the_configured_registry_container(other):
     name = f"other{int(time.time() * 1000) % 10_000_000}"
     result = other.run(
-        "create-admin",
-        "--username",
-        name,
-        "--email",
-        f"{name}@example.com",
-        "--password-stdin",
+        *create_admin_args(name),
         input="Tr0ub4dor-and-3\n",
     )
     assert result.returncode == 0, result.stdout + result.stderr

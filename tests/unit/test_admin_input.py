@@ -192,3 +192,13 @@ def test_point_9_6_a_refusal_right_after_the_password_is_reported_not_waited_on(
 def test_exit_zero_without_success_is_a_failure():
     with pytest.raises(AdminFailed, match="without saying Success"):
         drive([b"Username: ", b"Email: ", b"Password: ", b"\r\nConfirm password: ", b"\r\nbye\r\n"], 0, 4)
+
+
+def test_the_scripts_own_sections_are_not_shown_as_the_programs_output():
+    """Given a program that ends early after the script's ``files`` section, the failure
+    shows the program's lines only."""
+    with pytest.raises(AdminFailed) as caught:
+        drive([b"@@quilt-0123456789ab files direct\r\nUsername: ", b"Email: "], 1, 2)
+    message = str(caught.value)
+    assert "before asking 'Password:'" in message and "Username:" in message
+    assert "@@quilt-" not in message and "files direct" not in message

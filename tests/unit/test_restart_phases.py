@@ -9,7 +9,7 @@ import pytest
 
 from quilt_ops import restart
 from quilt_ops.config import Settings
-from quilt_ops.errors import ConnectionLost
+from quilt_ops.errors import ConnectionLost, RemoteTimeout
 from quilt_ops.remote import RemoteResult
 from quilt_ops.reporting import Recorder
 from quilt_ops.stopping import Stopped
@@ -64,3 +64,12 @@ def test_a_restart_that_is_not_cut_runs_two_commands():
     target = CutTarget(0, RuntimeError("never"))
     seconds, _ = restart.recreate(target, Settings(), Recorder(), timeout=30)  # type: ignore[arg-type]
     assert target.commands == 2 and seconds >= 0
+
+
+@pytest.mark.parametrize("cut_at,expected", [(1, restart.NothingChanged), (2, restart.RestartError)])
+def test_a_timeout_says_whether_the_start_script_ran(cut_at, expected):
+    target = CutTarget(cut_at, RemoteTimeout("gave up"))
+    with pytest.raises(restart.RestartError) as caught:
+        restart.recreate(target, Settings(), Recorder(), timeout=30)  # type: ignore[arg-type]
+    assert type(caught.value) is expected
+    assert ("pre-checks" in str(caught.value)) is (cut_at == 1)
