@@ -98,6 +98,9 @@ class Settings:
     hosts: tuple[str, ...] = ()
     #: CloudFormation stacks whose EC2InstanceIp are the hosts, when neither -H nor hosts is given.
     stacks: tuple[str, ...] = ()
+    #: The login user of a host found from a stack, unless ssh_config names one (the
+    #: registry's AMI is Amazon Linux).
+    stack_user: str = "ec2-user"
     #: Run every task on this machine, the registry host itself, without SSH (what ``--local`` sets).
     local: bool = False
     #: IAM user whose key the registry runs with ("" = the owner of the host's key).
@@ -129,6 +132,7 @@ class Settings:
             probe_interval=_seconds(raw, "probe_interval", minimum=0.5),
             hosts=_names(raw, "hosts"),
             stacks=_names(raw, "stacks"),
+            stack_user=_user_name(raw, "stack_user"),
             local=_flag(raw, "local"),
             iam_user=_text(raw, "iam_user", allow_empty=True),
             audit_log=os.path.expanduser(_text(raw, "audit_log")),
@@ -193,6 +197,14 @@ def _text(raw: dict[str, Any], key: str, allow_empty: bool = False) -> str:
         raise _bad(key, "a non-empty string" if not allow_empty else "a string", value)
     if any(ch in value for ch in "\n\r\0"):
         raise _bad(key, "a single line", value)
+    return value
+
+
+def _user_name(raw: dict[str, Any], key: str) -> str:
+    """A POSIX login name: it becomes the ``user@`` of an SSH target."""
+    value = _text(raw, key)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}", value):
+        raise _bad(key, "a login user name", value)
     return value
 
 

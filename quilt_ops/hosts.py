@@ -41,9 +41,6 @@ class HostTarget(Target, Protocol):
 
 HT = TypeVar("HT", bound=HostTarget)
 
-#: The login user of the real host, used for hosts found from a stack unless ssh_config says otherwise.
-STACK_USER = "ec2-user"
-
 
 class InternalError(QuiltError):
     """A bug in quilt-ops on one host; reported by type only."""
@@ -136,7 +133,7 @@ def _targets(
             raise ConfigError(f"stack {name!r} has no EC2InstanceIp output")
         cxn = ssh.connection(host, c.config, settings)
         if not cxn.ssh_config.get("user"):
-            cxn = ssh.connection(f"{STACK_USER}@{host}", c.config, settings)
+            cxn = ssh.connection(f"{settings.stack_user}@{host}", c.config, settings)
         found.append(SshTarget(cxn, ssh.describe(cxn), stack=name))
     return found
 

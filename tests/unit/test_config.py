@@ -24,6 +24,8 @@ def test_defaults_match_the_real_host():
     assert s.restart_timeout == 120
     assert s.probe_interval == 0.5
     assert s.known_hosts.endswith("/.ssh/known_hosts")
+    assert s.stack_user == "ec2-user"
+    assert Settings.load({"quilt": {"stack_user": "admin"}}).stack_user == "admin"
 
 
 def test_defaults_are_declared_once():
@@ -103,6 +105,9 @@ def test_registry_dir_forms(value, expected):
         ("docker", "", "quilt.docker"),
         ("sudo", 1, "quilt.sudo"),
         ("hosts", [1], "quilt.hosts"),
+        ("stack_user", "", "quilt.stack_user"),
+        ("stack_user", "root@evil", "quilt.stack_user"),
+        ("stack_user", "-oProxyCommand=x", "quilt.stack_user"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(key, value, words):
