@@ -44,13 +44,18 @@ PID_PREFIX = f"quilt-ops-pgid {NONCE} ".encode()
 MARK = f"quilt-ops-{NONCE}"
 #: ``timeout`` exits with these when it killed the command.
 TIMED_OUT = (124, 137)
+#: Seconds a command's output is still read after its exit status when the channel's EOF
+#: does not come (a background process it left holds stdout open).
+EOF_GRACE = 2.0
 
 
 class RemoteResult(Result):
     """Invoke's `Result` for a command run by quilt-ops, with the raw stdout bytes
     (an env file is bytes, not text)."""
 
-    def __init__(self, stdout_bytes: bytes, stderr: str, exited: int, command: str, seconds: float) -> None:
+    def __init__(
+        self, stdout_bytes: bytes, stderr: str, exited: int, command: str, seconds: float, complete: bool = True
+    ) -> None:
         super().__init__(
             stdout=stdout_bytes.decode("utf-8", "replace"),
             stderr=stderr,
@@ -60,6 +65,9 @@ class RemoteResult(Result):
         )
         self.stdout_bytes = stdout_bytes
         self.seconds = seconds
+        #: False when reading stopped before the end of the output: the command exited but a
+        #: process it left behind kept its stdout open past `EOF_GRACE` (see `SshProcess`).
+        self.complete = complete
 
 
 class Process(Protocol):
@@ -74,7 +82,8 @@ class Process(Protocol):
         ...
 
     def finished(self) -> bool:
-        """True once the command has exited and everything it printed was read."""
+        """True once the command has exited and everything it printed was read (to the end
+        of its output, not only to its exit status)."""
         ...
 
     def exit_code(self) -> int: ...
@@ -231,15 +240,30 @@ class Runner:
                 f"{what} on {self.name} did not finish within {timeout:.0f}s; "
                 "it was stopped there, with everything it started"
             )
-        return RemoteResult(bytes(out), rest.decode("utf-8", "replace"), code, script, seconds)
+        complete = getattr(process, "complete", True)
+        return RemoteResult(bytes(out), rest.decode("utf-8", "replace"), code, script, seconds, complete)
 
 
 class SshProcess:
-    """A command on a paramiko channel."""
+    """A command on a paramiko channel, read to the channel's end of file.
 
-    def __init__(self, channel: paramiko.Channel, host: str) -> None:
+    sshd sends a command's exit status when it reaps the command, and may still be
+    draining the command's pipe then (OpenSSH does so on purpose): the packets can
+    arrive as data, exit status, more data, EOF. So the exit status never ends the
+    reading; the channel's EOF (or its close) does. A leftover background process that
+    keeps stdout open would hold the EOF back for as long as it lives: once the exit
+    status is in, it gets `EOF_GRACE` seconds, then reading stops and the result says
+    its output may be cut (`RemoteResult.complete`).
+    """
+
+    def __init__(self, channel: paramiko.Channel, host: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.channel = channel
         self.host = host
+        self.clock = clock
+        #: When the exit status was first seen without the EOF (the grace period's start).
+        self._status_at: float | None = None
+        #: False when reading stopped at the grace period, before the channel's EOF.
+        self.complete = True
 
     def _lost(self, e: BaseException) -> ConnectionLost:
         return ConnectionLost(f"lost the SSH connection to {self.host} ({type(e).__name__})")
@@ -256,11 +280,20 @@ class SshProcess:
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise self._lost(e) from None
 
+    def _at_end(self) -> bool:
+        channel = self.channel
+        return bool(channel.eof_received or channel.closed)
+
     def read(self, wait: float) -> tuple[bytes, bytes]:
+        """What arrived within ``wait`` seconds. It waits for data or the EOF (the channel's
+        pipe is set by either); after the EOF, for the exit status."""
         channel = self.channel
         try:
-            if not (channel.recv_ready() or channel.recv_stderr_ready() or channel.exit_status_ready()):
-                select.select([channel], [], [], wait)
+            if not (channel.recv_ready() or channel.recv_stderr_ready()):
+                if not self._at_end():
+                    select.select([channel], [], [], wait)
+                elif not channel.exit_status_ready():
+                    channel.status_event.wait(wait)
             out = channel.recv(65536) if channel.recv_ready() else b""
             err = channel.recv_stderr(65536) if channel.recv_stderr_ready() else b""
         except (paramiko.SSHException, OSError, EOFError) as e:
@@ -271,8 +304,22 @@ class SshProcess:
         return out, err
 
     def finished(self) -> bool:
+        """True once everything the command printed was read (EOF, nothing buffered) and its
+        exit status is in; or `EOF_GRACE` seconds after the exit status when the EOF is held back."""
         channel = self.channel
-        return channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready()
+        if channel.recv_ready() or channel.recv_stderr_ready():
+            return False
+        if self._at_end():
+            return channel.exit_status_ready() or bool(channel.closed)
+        if not channel.exit_status_ready():
+            return False
+        now = self.clock()
+        if self._status_at is None:
+            self._status_at = now
+        if now - self._status_at < EOF_GRACE:
+            return False
+        self.complete = False
+        return True
 
     def exit_code(self) -> int:
         return self.channel.recv_exit_status()

@@ -52,6 +52,8 @@ HOST_FAULTS = (
     "start-hangs",
     "migration-seconds",
     "create-admin-version",
+    # Read by the sandbox's sshd itself (files/sshd/slow_writes.c): milliseconds per network write.
+    "sshd-slow-writes",
 )
 
 #: The env file's secret-bearing variables (what a leak test looks for).

@@ -35,6 +35,20 @@ from .util import (
 SSHD = "/usr/sbin/sshd"
 HOST_KEY = "host_ed25519"
 CLIENT_KEY = "client_ed25519"
+#: The write-slowing shim preloaded into every sandbox sshd (the ``sshd-slow-writes`` fault).
+SLOW_WRITES_SOURCE = Path(__file__).resolve().parent / "files" / "sshd" / "slow_writes.c"
+SLOW_WRITES_FAULT = "sshd-slow-writes"
+
+
+def slow_writes_shim(layout: Layout) -> Path:
+    """The shim, built for this host from its source (again when the source is newer)."""
+    shim = layout.ssh / "slow_writes.so"
+    if not shim.exists() or shim.stat().st_mtime < SLOW_WRITES_SOURCE.stat().st_mtime:
+        tmp = shim.with_suffix(".so.tmp")
+        run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SLOW_WRITES_SOURCE), "-ldl"], timeout=120)
+        tmp.chmod(0o755)
+        tmp.replace(shim)
+    return shim
 
 
 def ensure_keys(layout: Layout) -> None:
@@ -72,6 +86,15 @@ def authorize(layout: Layout, user: pwd.struct_passwd) -> None:
 
 def sshd_alive(sshd: SshdState) -> bool:
     return pid_alive(sshd.pid) and port_open(sshd.port)
+
+
+def has_shim(pid: int) -> bool:
+    """Whether a running sshd has the write-slowing shim loaded (older sandboxes' did not); its
+    environment cannot tell: sshd writes its process title over it."""
+    try:
+        return "slow_writes.so" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
 
 
 #: Where a login session looks for programs (sshd's default PATH plus the sbin folders).
@@ -129,7 +152,13 @@ def start_sshd(layout: Layout, index: int, port: int, docker_host: str, path: st
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation folder
     pid_file.unlink(missing_ok=True)
     run([SSHD, "-t", "-f", str(config)], timeout=30)
-    run([SSHD, "-f", str(config), "-E", str(layout.ssh / f"sshd.{index}.log")], timeout=30)
+    # Every sshd carries the shim; it slows nothing until the fault's file holds a number.
+    env = dict(
+        os.environ,
+        LD_PRELOAD=str(slow_writes_shim(layout)),
+        QUILT_SANDBOX_SLOW_WRITES=str(layout.faults / SLOW_WRITES_FAULT),
+    )
+    run([SSHD, "-f", str(config), "-E", str(layout.ssh / f"sshd.{index}.log")], timeout=30, env=env)
 
     def listening() -> bool:
         text = pid_file.read_text().strip() if pid_file.exists() else ""
@@ -155,7 +184,13 @@ def ensure_sshds(layout: Layout, state: HostState, new_port: Callable[[], int], 
     changed = False
     for index in range(wanted):
         current = state.sshd[index] if index < len(state.sshd) else None
-        if current and sshd_alive(current) and current.docker_host == docker_host and current.path == path:
+        if (
+            current
+            and sshd_alive(current)
+            and current.docker_host == docker_host
+            and current.path == path
+            and has_shim(current.pid)
+        ):
             continue
         if current and current.pid and pid_alive(current.pid):
             stop_pids([current.pid], 5)
