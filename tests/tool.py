@@ -18,6 +18,28 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: Every run of the tool in the current test (command, exit status, stdout, stderr): a failing
+#: test's report shows them all, stderr's ``Error:`` line included (see tests/conftest.py).
+RUNS: list[subprocess.CompletedProcess] = []
+
+
+def record(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    RUNS.append(result)
+    return result
+
+
+def describe_runs(limit: int = 4000) -> str:
+    """The tool runs of the current test, for a failure report: stderr whole, stdout's tail."""
+    parts = []
+    for n, result in enumerate(RUNS, 1):
+        args = result.args if isinstance(result.args, str) else " ".join(map(str, result.args))
+        out = result.stdout or ""
+        parts.append(
+            f"--- run {n}: {args}\n--- exit status {result.returncode}\n"
+            f"--- stderr:\n{result.stderr or ''}\n--- stdout (last {limit} characters):\n{out[-limit:]}"
+        )
+    return "\n".join(parts)
+
 
 def executable(tool: str) -> str:
     """The tool to run. QUILT_OPS_TOOL_BIN (a folder holding another build's ``quilt-ops``)
@@ -25,7 +47,8 @@ def executable(tool: str) -> str:
     other = os.environ.get("QUILT_OPS_TOOL_BIN")
     if other:
         return str(Path(other) / "quilt-ops")
-    return shutil.which(tool) or str(Path(sys.executable).parent / tool)
+    beside = Path(sys.executable).parent / tool  # this Python's own (the checkout's .venv)
+    return str(beside) if beside.exists() else shutil.which(tool) or str(beside)
 
 
 class Operator:
@@ -82,14 +105,16 @@ class Operator:
         timeout: float = 300,
     ) -> subprocess.CompletedProcess:
         """Runs the tool to its end (the alias of the host unless ``host`` says otherwise; "" for none)."""
-        return subprocess.run(
-            self.command(*args, tool=tool, config=config, ssh_config=ssh_config, host=host),
-            cwd=cwd or ROOT,
-            env=self.tool_env(env),
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+        return record(
+            subprocess.run(
+                self.command(*args, tool=tool, config=config, ssh_config=ssh_config, host=host),
+                cwd=cwd or ROOT,
+                env=self.tool_env(env),
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         )
 
     def start(
@@ -261,7 +286,7 @@ class Running:
         err = self.proc.stderr.read() if self.proc.stderr else ""
         self.proc.wait(timeout=timeout)
         self.reader.join(timeout=10)
-        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, "".join(self.out), err)
+        return record(subprocess.CompletedProcess(self.proc.args, self.proc.returncode, "".join(self.out), err))
 
 
 def wait_until(what: str, check: Any, timeout: float, interval: float = 0.1) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tool import ROOT, executable, one_error
+from tests.tool import ROOT, executable, one_error, record
 
 pytestmark = pytest.mark.sandbox
 
@@ -69,14 +69,16 @@ class OnHost:
         tool: str = "quilt-ops",
         timeout: float = 300,
     ) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            self.command(*args, config=config, tool=tool),
-            cwd="/" if tool == "quilt-ops" else ROOT,
-            env=self.env(env, aws),
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+        return record(
+            subprocess.run(
+                self.command(*args, config=config, tool=tool),
+                cwd="/" if tool == "quilt-ops" else ROOT,
+                env=self.env(env, aws),
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         )
 
     def start(self, *args: str, aws: bool = False) -> subprocess.Popen:
