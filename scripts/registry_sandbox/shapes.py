@@ -8,6 +8,7 @@ Other shapes exist so that the tool is proven not to depend on any one name.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -192,12 +193,16 @@ class HostShape:
 
 MAIN = HostShape()
 
+#: Two test sessions on one machine (QUILT_OPS_SANDBOX_WORKER_BASE, see tests/conftest.py) get
+#: NAMES hosts of their own: the base number ends the host's, user's and stack's names.
+_SESSION = os.environ.get("QUILT_OPS_SANDBOX_WORKER_BASE", "0").strip().lstrip("0")
+
 NAMES = HostShape(
-    name="names",
-    login_user="registry-admin",
+    name=f"names{_SESSION}",
+    login_user=f"registry-admin{_SESSION}",
     registry_dir="deploy/quilt",
     containers={"registry": "qr-app", "catalog": "qr-web", "nginx": "qr-proxy"},
-    stack="quilt-names",
+    stack=f"quilt-names{_SESSION}",
 )
 
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT / "scripts") not in sys.path:
     sys.path.insert(0, str(ROOT / "scripts"))
 
-from registry_sandbox import MAIN, Host, HostShape, Sandbox, SandboxError, worker_shape  # noqa: E402
+from registry_sandbox import MAIN, NAMES, Host, HostShape, Sandbox, SandboxError, worker_shape  # noqa: E402
 from registry_sandbox.home import sudoers_file  # noqa: E402
 
 from tests.terminal import on_terminal as run_on_terminal  # noqa: E402
@@ -245,17 +245,17 @@ def names_host(sb: Sandbox, main_host: Host) -> Iterator[Host]:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        for args in (["--host", "names"], ["--host", main_host.name])
+        for args in (["--host", NAMES.name], ["--host", main_host.name])
     ]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    yield sb.host("names")
-    sb.down("names")
+    yield sb.host(NAMES.name)
+    sb.down(NAMES.name)
 
 
 def test_names_host_has_its_own_names_user_folder_and_ports(sb: Sandbox, main_host: Host, names_host: Host) -> None:
     host = names_host
-    assert (host.alias, host.login_user) == ("names", "registry-admin")
+    assert (host.alias, host.login_user) == (NAMES.name, NAMES.login_user)
     assert host.registry_dir == host.home / "deploy" / "quilt"
     assert host.env_file == host.home / "deploy" / "quilt" / "env" / "registry"
     assert host.containers == {"registry": "qr-app", "catalog": "qr-web", "nginx": "qr-proxy"}
@@ -263,7 +263,7 @@ def test_names_host_has_its_own_names_user_folder_and_ports(sb: Sandbox, main_ho
     assert not set(host.ports.values()) & set(main_host.ports.values())
     assert set(host.ssh_ports).isdisjoint(main_host.ssh_ports)
     assert host.docker_host != main_host.docker_host
-    assert host.stack == "quilt-names" and host.iam_user.startswith("quilt-names-RegistryUser-")
+    assert host.stack == NAMES.stack and host.iam_user.startswith(f"{NAMES.stack}-RegistryUser-")
     assert host.aws_endpoint != main_host.aws_endpoint
 
     # Each engine holds only its own host's containers.
@@ -271,7 +271,7 @@ def test_names_host_has_its_own_names_user_folder_and_ports(sb: Sandbox, main_ho
     assert set(main_host.docker("ps", "--format", "{{.Names}}").stdout.split()) == set(main_host.containers.values())
     session = ssh(host, "pwd; id -un; sudo -n docker ps --format '{{.Names}}'")
     assert session.returncode == 0, session.stderr
-    assert session.stdout.split()[:2] == [str(host.home), "registry-admin"]
+    assert session.stdout.split()[:2] == [str(host.home), NAMES.login_user]
     assert "qr-app" in session.stdout and main_host.containers["nginx"] not in session.stdout
     start = (host.registry_dir / "start.sh").read_text()
     assert "--name qr-app" in start and "--network container:qr-app" in start and "--name registry " not in start
@@ -288,14 +288,14 @@ def test_names_host_has_its_own_names_user_folder_and_ports(sb: Sandbox, main_ho
 
 
 def test_down_of_one_host_leaves_the_other(sb: Sandbox, main_host: Host, names_host: Host) -> None:
-    sb.down("names")
-    assert "names" not in sb.host_names()
+    sb.down(NAMES.name)
+    assert NAMES.name not in sb.host_names()
     with pytest.raises(KeyError):
-        __import__("pwd").getpwnam("registry-admin")
-    assert not sudoers_file("registry-admin").exists()
+        __import__("pwd").getpwnam(NAMES.login_user)
+    assert not sudoers_file(NAMES.login_user).exists()
     assert main_host.healthy()
     with pytest.raises(SandboxError):
-        sb.host("names")
+        sb.host(NAMES.name)
 
 
 # ----------------------------------------------------------------------------- the host's own engine
