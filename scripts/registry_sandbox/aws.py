@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -374,11 +375,14 @@ def read_faults(path: Path) -> dict[str, Any]:
 
 
 def set_faults(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """Adds proxy fault settings; ``NAME_for=N`` is shorthand for ``NAME_until=now+N``."""
+    """Adds proxy fault settings; ``NAME_for=N`` is shorthand for ``NAME_until=now+N``,
+    ``NAME_next=N`` refuses the next N requests (a fresh id, so each setting is spent once)."""
     current = read_faults(path)
     for key, value in settings.items():
         if key.endswith("_for"):
             current[key[:-4] + "_until"] = time.time() + float(value)
+        elif key.endswith("_next"):
+            current[key] = {"count": int(value), "id": uuid.uuid4().hex}
         else:
             current[key] = value
     tmp = path.with_name(f".{path.name}.tmp")

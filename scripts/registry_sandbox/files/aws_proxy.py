@@ -12,6 +12,11 @@ FAULTS_JSON is read on every request (a missing file means no faults):
                   row), since one accepted call does not prove the key has propagated
   error_500_until epoch seconds until which every request answers 500
   throttle_until  epoch seconds until which every request is throttled
+  error_500_next  {"count": N, "id": ID}: the next N requests answer 500 (counted per ID, so a
+                  setting is spent once); AWS failing briefly as an SDK's retries meet it,
+                  whatever the machine's load (a window in seconds is not: botocore's standard
+                  mode backs off 50 ms, 100 ms, ... after a 500)
+  throttle_next   the same, throttled
   down_until      epoch seconds until which connections are closed unanswered
                   (AWS unreachable, without losing moto's state)
   fail_actions    query API actions (e.g. ["DeleteAccessKey"]) that answer 500
@@ -65,6 +70,19 @@ class State:
         self.created: dict[str, float] = {}
         self.calls = 0
         self.lock = threading.Lock()
+        self.spent: dict[str, int] = {}
+
+    def take(self, setting: object) -> bool:
+        """Whether a ``{"count": N, "id": ID}`` setting still refuses this request (and counts it)."""
+        if not isinstance(setting, dict):
+            return False
+        key, count = str(setting.get("id")), int(setting.get("count", 0))
+        with self.lock:
+            used = self.spent.get(key, 0)
+            if used >= count:
+                return False
+            self.spent[key] = used + 1
+            return True
 
     def faults(self) -> dict:
         try:
@@ -95,12 +113,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _refusal(self, body: bytes = b"") -> tuple | None:
         faults = self.state.faults()
         now = time.time()
-        if faults.get("error_500_until", 0) > now:
+        if faults.get("error_500_until", 0) > now or self.state.take(faults.get("error_500_next")):
             return SERVER_ERROR
         action = ACTION.search(body + b"&" + self.path.encode())
         if action and action.group(1).decode() in faults.get("fail_actions", []):
             return SERVER_ERROR
-        if faults.get("throttle_until", 0) > now:
+        if faults.get("throttle_until", 0) > now or self.state.take(faults.get("throttle_next")):
             return THROTTLED
         delay = float(faults.get("new_key_delay", 0))
         if delay <= 0:
