@@ -95,8 +95,9 @@ def validate(admin: Admin) -> None:
         raise InvalidInput("Password must not hold control characters (a terminal would act on them).")
 
 
-def masker(admin: Admin, env: bytes | None = None) -> Masker:
-    found = Masker([admin.password])
+def masker(admin: Admin, env: bytes | None = None, into: Masker | None = None) -> Masker:
+    """The password and the env file's values, added to ``into`` (the target's, for ``-e``) if given."""
+    found = (into or Masker()).add(admin.password)
     if env is not None:
         found.add(*EnvFile(env).values())
     return found
@@ -311,4 +312,4 @@ def gather(
 
 def create(target: Target, settings: Settings, admin: Admin, timeout: float, env: bytes | None = None) -> str:
     """Creates the admin on one host; returns the program's success line."""
-    return Session(target, settings, admin, timeout, masker(admin, env)).run()
+    return Session(target, settings, admin, timeout, masker(admin, env, into=target.masker)).run()

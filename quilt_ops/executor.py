@@ -23,7 +23,7 @@ from invoke.config import AmbiguousMergeError
 from invoke.exceptions import Exit, UncastableEnvVar
 
 from .config import DEFAULTS
-from .status import ExitStatus
+from .status import ExitStatus, usage_status
 
 ENV_PREFIX = "FABRIC_QUILT_"
 
@@ -98,7 +98,7 @@ class HostsCall(invoke.Call):
 
     def make_context(self, config: Any) -> Any:
         if self.hosts and (self.local or config.quilt.get("local") is True):
-            raise Exit(LOCAL_WITH_HOSTS, code=int(ExitStatus.USAGE))
+            raise Exit(LOCAL_WITH_HOSTS, code=int(usage_status([self.task.name])))
         if self.hosts:
             config.quilt.hosts = list(self.hosts)
         if self.local:
@@ -109,23 +109,30 @@ class HostsCall(invoke.Call):
 class Executor(invoke.Executor):
     """Calls each task once; ``-H a,b`` becomes ``quilt.hosts``, ``--local`` ``quilt.local``."""
 
+    #: What a bad option or config exits with (UNKNOWN when only health runs).
+    usage: ExitStatus = ExitStatus.USAGE
+
     def execute(self, *tasks: Any) -> Any:
-        check_environment()
+        self.usage = usage_status(str(getattr(task, "name", None) or task) for task in tasks)
+        try:
+            check_environment()
+        except Exit as e:
+            raise Exit(e.message, code=int(self.usage)) from None
         try:
             return super().execute(*tasks)
         except AmbiguousMergeError:
             key = mismatched_key(self.config)
             where = f"config key 'quilt.{key}'" if key else "a config value"
             raise Exit(
-                f"Error: {where} has the wrong type (see the defaults in the README)", code=int(ExitStatus.USAGE)
+                f"Error: {where} has the wrong type (see the defaults in the README)", code=int(self.usage)
             ) from None
         except UncastableEnvVar as e:
-            raise Exit(f"Error: a {ENV_PREFIX}* variable is invalid: {e}", code=int(ExitStatus.USAGE)) from None
+            raise Exit(f"Error: a {ENV_PREFIX}* variable is invalid: {e}", code=int(self.usage)) from None
 
     def expand_calls(self, calls: Any) -> list[Any]:
         hosts, local = self.cli_hosts(), self.cli_local()
         if hosts and local:
-            raise Exit(LOCAL_WITH_HOSTS, code=int(ExitStatus.USAGE))
+            raise Exit(LOCAL_WITH_HOSTS, code=int(self.usage))
         return [
             call.clone(into=HostsCall, with_={"hosts": hosts, "local": local}) for call in super().expand_calls(calls)
         ]

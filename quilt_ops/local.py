@@ -34,6 +34,7 @@ from invoke.runners import Local
 
 from . import docker_access
 from .config import Settings
+from .core_options import RunOptions
 from .errors import ConnectionLost, HostError, NotStarted
 from .remote import Process, Runner, kill_command, wrap
 
@@ -206,6 +207,7 @@ class LocalTarget(Runner):
         self.name = name or socket.gethostname()
         self._docker: docker_access.DockerAccess | None = None
         self._docker_for: Settings | None = None
+        self.run_options = RunOptions.load(self.context.config)
 
     @property
     def home(self) -> str:
@@ -229,6 +231,7 @@ class LocalTarget(Runner):
         return {**base, **extra}
 
     def start(self, script: str, *, timeout: float, pty: bool = False) -> Process:
+        timeout = self.starting(script, timeout)
         runner = SessionRunner(self.context)
         runner.using_pty = pty
         command = f"cd -- {shlex.quote(self.home)} || exit 1; {wrap(script, timeout, pty)}"

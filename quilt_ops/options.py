@@ -20,10 +20,13 @@ from .errors import ConfigError
 DEFAULT_PARALLEL = 10
 #: The conventional short flags, by option name.
 SHORT_FLAGS = {"dry_run": "n", "yes": "y"}
+#: Options whose value is a whole number: Invoke casts them and ``--help`` shows INT (their
+#: default is None, from which Invoke would guess a string).
+WHOLE_NUMBERS = ("parallel", "keep")
 
 
 class QuiltTask(invoke.Task):
-    """An invoke task without invented short flags."""
+    """An invoke task without invented short flags, whose whole-number options are INT."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["auto_shortflags"] = False
@@ -34,6 +37,8 @@ class QuiltTask(invoke.Task):
         short = SHORT_FLAGS.get(name)
         if short and short not in taken_names:
             opts["names"].append(short)
+        if name in WHOLE_NUMBERS:
+            opts["kind"] = int
         return opts
 
 

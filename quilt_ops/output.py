@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+from . import streams
 from .checks import Check, HostHealth, Kind
 from .status import ExitStatus, label, worst
 
@@ -121,6 +122,12 @@ def _perf_label(text: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in text).strip("_")
 
 
+def nagios_text(text: str) -> str:
+    """Plugin output text safe before the perfdata: ``|`` starts the perfdata, so it is
+    written %7C (as in a URL), and the line stays one line."""
+    return " ".join(text.replace("|", "%7C").splitlines())
+
+
 def health_nagios(reports: list[HostHealth]) -> str:
     """One Nagios plugin status line with perfdata (for check_by_ssh-style monitoring)."""
     status = overall(reports)
@@ -151,7 +158,7 @@ def health_nagios(reports: list[HostHealth]) -> str:
                     days = float(check.details.get("max_age_days") or 0) * 86400
                     thresholds = f"{days:.0f};{2 * days:.0f}"
                 perf.append(f"{prefix}{name}={_number(value)}{unit};{thresholds or ';'};0")
-    return f"QUILT {label(status)} - {detail} | {' '.join(perf)}"
+    return f"QUILT {label(status)} - {nagios_text(detail)} | {' '.join(perf)}"
 
 
 #: The AWS side's numbers (``health --aws``), from the details of its checks: Prometheus gauge,
@@ -261,5 +268,5 @@ def report_results(results: Any, describe: Any) -> ExitStatus:
         elif result.value is not None:
             line = describe(result.value)
             if line:
-                print(line)
+                streams.out(line)
     return ExitStatus(results.status)

@@ -29,7 +29,9 @@ from fabric import Connection
 from invoke.runners import Result
 
 from . import ssh, stopping
+from .core_options import RunOptions, echoer, limit
 from .errors import ConnectionLost, NotStarted, RemoteTimeout
+from .masking import Masker
 
 #: Seconds a timed-out command gets between TERM and KILL on the host.
 KILL_AFTER = 5
@@ -95,6 +97,11 @@ class Target(Protocol):
     """One host, for one task."""
 
     name: str
+
+    @property
+    def masker(self) -> Masker:
+        """The secrets known for this host (a task adds them): masked in what ``-e`` echoes."""
+        ...
 
     def start(self, script: str, *, timeout: float, pty: bool = False) -> Process: ...
 
@@ -175,6 +182,25 @@ class Runner:
     name: str
     #: quilt.sudo: how a command given up on is killed when it started root processes.
     sudo: str = "sudo -n"
+    #: ``-e`` and ``-T`` (Invoke's ``run.echo`` and ``timeouts.command``).
+    run_options: RunOptions = RunOptions()
+    #: Where ``-e`` writes (stderr).
+    echo = staticmethod(echoer())
+
+    @property
+    def masker(self) -> Masker:
+        """The secrets known for this host, masked in what ``-e`` echoes (one per target)."""
+        found = self.__dict__.get("_masker")
+        if found is None:
+            found = self.__dict__["_masker"] = Masker()
+        return found
+
+    def starting(self, script: str, timeout: float) -> float:
+        """Called by `start` before a command starts: echoes it with ``-e``; returns its time,
+        bounded by ``-T``."""
+        if self.run_options.echo:
+            self.echo(self.name, script, self.masker)
+        return limit(timeout, self.run_options.command_timeout)
 
     def start(self, script: str, *, timeout: float, pty: bool = False) -> Process:  # pragma: no cover
         raise NotImplementedError
@@ -198,6 +224,7 @@ class Runner:
         ``timeout``, `ConnectionLost` when the connection drops.
         """
         started = time.monotonic()
+        timeout = limit(timeout, self.run_options.command_timeout)
         process = self.start(script, timeout=timeout)
         out, err = bytearray(), bytearray()
         pgid: int | None = None
@@ -340,6 +367,7 @@ class SshTarget(Runner):
         #: The CloudFormation stack this host was found from, if any.
         self.stack = stack
         self._transport: paramiko.Transport | None = None
+        self.run_options = RunOptions.load(getattr(cxn, "config", None))
 
     def open(self) -> None:
         """Opens the connection (once; a second call checks it is still the same one)."""
@@ -353,6 +381,7 @@ class SshTarget(Runner):
             raise NotStarted(f"lost the SSH connection to {self.name}")
 
     def start(self, script: str, *, timeout: float, pty: bool = False) -> Process:
+        timeout = self.starting(script, timeout)
         if self._transport is None:
             self.open()
         self.check_open()

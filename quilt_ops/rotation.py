@@ -174,7 +174,8 @@ class Rotation:
         self.lock = HostLock(target, settings, "rotate-keys")
         self.locked = False
         self.journal: Journal | None = None
-        self.masker = Masker()
+        #: The target's own: what ``-e`` echoes on this host is masked with it too.
+        self.masker = getattr(target, "masker", None) or Masker()
         self.state: HostState | None = None
         #: The audit record of this run (no secret ever goes in).
         self.audit: dict[str, Any] = {"steps": []}

@@ -108,6 +108,12 @@ def prepare(cxn: Connection, settings: Settings) -> Connection:
         client.set_missing_host_key_policy(RefuseUnknownHostKey(settings.known_hosts))
     # Fabric's own default waits forever; -t / ConnectTimeout still win. A host
     # that accepts TCP but never speaks SSH is bounded by the same timeout.
+    # Fabric puts -t into connect_kwargs' "timeout", and then refuses to open a
+    # connection that also has a connect_timeout (ValueError): -t becomes the latter.
+    flag = cxn.connect_kwargs.get("timeout") if cxn.connect_kwargs else None
+    if flag:
+        cxn.connect_kwargs = {key: value for key, value in dict(cxn.connect_kwargs).items() if key != "timeout"}
+        cxn.connect_timeout = max(1, int(flag))
     if cxn.connect_timeout is None:
         cxn.connect_timeout = max(1, int(settings.connect_timeout))
     cxn.connect_kwargs.setdefault("banner_timeout", cxn.connect_timeout)

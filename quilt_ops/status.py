@@ -74,3 +74,16 @@ def worst(statuses: Iterable[ExitStatus]) -> ExitStatus:
 def label(status: ExitStatus) -> str:
     """The name of a status as shown to people (Nagios names for 0-3)."""
     return status.name
+
+
+#: The task whose every failure to look, a bad option or config included, is UNKNOWN (Nagios).
+NAGIOS_TASK = "health"
+
+
+def usage_status(tasks: Iterable[str]) -> ExitStatus:
+    """What a bad option, config or input exits with: UNKNOWN when only ``health`` was asked
+    for (a Nagios plugin that cannot look says UNKNOWN), else USAGE."""
+    names = [name for name in tasks if name]
+    if names and all(name == NAGIOS_TASK for name in names):
+        return ExitStatus.UNKNOWN
+    return ExitStatus.USAGE

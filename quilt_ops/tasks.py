@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from invoke import Collection
 from invoke.exceptions import Exit
 
-from . import audit, hosts, options, output, shell
+from . import audit, hosts, options, output, shell, streams
 from . import health as health_checks
 from . import restart as restarting
 from .checks import unreachable
@@ -59,6 +59,9 @@ def reports_errors(
                 raise Exit(f"Error: {e}", code=int(only_status or e.status)) from None
             except KeyboardInterrupt:
                 raise Exit("Error: interrupted", code=int(ExitStatus.INTERRUPTED)) from None
+            except BrokenPipeError:  # stdout's reader went away mid-write (streams.out never lets it out)
+                streams.stdout_closed()
+                raise Exit(code=1) from None
             except Exception as e:  # a bug: say what kind, never its text
                 if os.environ.get("QUILT_OPS_DEBUG") == "1":
                     traceback.print_exc()
@@ -140,7 +143,7 @@ def health(
     else:
         results = hosts.each(targets, lambda target: health_checks.collect(target, settings), workers)
     reports = [r.value if r.value is not None else unreachable(r.host, str(r.error)) for r in results]
-    print(render(reports), end="" if render is output.health_prometheus else "\n")
+    streams.out(render(reports), end="" if render is output.health_prometheus else "\n")
     for report in reports:
         if report.status == ExitStatus.UNKNOWN:  # could not look: say why, once per host
             unknown = [check for check in report.checks if check.status == ExitStatus.UNKNOWN]
@@ -418,12 +421,12 @@ def stacks(c: Any, json: bool = False, profile: Any = None, region: Any = None) 
     if json:
         import json as json_module
 
-        print(json_module.dumps([dataclasses.asdict(s) for s in found], indent=2))
+        streams.out(json_module.dumps([dataclasses.asdict(s) for s in found], indent=2))
         return
     if not found:
-        print("no registry stacks (no stack with an EC2InstanceIp output)")
+        streams.out("no registry stacks (no stack with an EC2InstanceIp output)")
         return
-    print(
+    streams.out(
         output.table(
             [(s.name, s.status, s.host or "-", s.iam_user or "-", s.load_balancer or "-") for s in found],
             ("STACK", "STATUS", "HOST", "REGISTRY USER", "LOAD BALANCER"),
@@ -522,16 +525,16 @@ def backups(
         doc = [
             {"stack": name, "db_instance": db, **backing.as_dict(s, now)} for name, db, snaps in found for s in snaps
         ]
-        print(json_module.dumps(doc, indent=2))
+        streams.out(json_module.dumps(doc, indent=2))
         return
     for index, (name, db, snaps) in enumerate(found):
         if index:
-            print()
+            streams.out()
         if not snaps:
-            print(f"{name}: no snapshots made by quilt-ops of {db}")
+            streams.out(f"{name}: no snapshots made by quilt-ops of {db}")
             continue
-        print(f"{name}: {len(snaps)} snapshot(s) made by quilt-ops of {db}")
-        print(output.table(backing.rows(snaps, now), ("SNAPSHOT", "STATE", "SIZE", "AGE", "CREATED")))
+        streams.out(f"{name}: {len(snaps)} snapshot(s) made by quilt-ops of {db}")
+        streams.out(output.table(backing.rows(snaps, now), ("SNAPSHOT", "STATE", "SIZE", "AGE", "CREATED")))
 
 
 # ----------------------------------------------------------------------------- exporter

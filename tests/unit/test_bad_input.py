@@ -127,18 +127,20 @@ def test_short_password_from_stdin(capsys, monkeypatch, config):
     assert "at least 8" in one_error(capsys.readouterr())
 
 
-@pytest.mark.parametrize("tool_args", [["health"], ["restart"]])
-def test_config_file_missing_or_broken(capsys, tmp_path, tool_args):
-    assert cli.run(["-f", "/nonexistent/fabric.yaml", "-H", "h", *tool_args]) == USAGE
+# health is a Nagios plugin: a bad option or config is UNKNOWN (3), as the README says.
+@pytest.mark.parametrize("tool_args, status", [(["health"], UNKNOWN), (["restart"], USAGE)])
+def test_config_file_missing_or_broken(capsys, tmp_path, tool_args, status):
+    assert cli.run(["-f", "/nonexistent/fabric.yaml", "-H", "h", *tool_args]) == status
     assert "not found" in one_error(capsys.readouterr())
     broken = tmp_path / "broken.yaml"
     broken.write_text("quilt: {probes: [unclosed\n")
-    assert cli.run(["-f", str(broken), "-H", "h", *tool_args]) == USAGE
+    assert cli.run(["-f", str(broken), "-H", "h", *tool_args]) == status
     assert "broken.yaml" in one_error(capsys.readouterr())
 
 
-def test_wrong_type_in_config(capsys, config):
-    assert cli.run(["-f", config(probes=["http://x/"]), "-H", "h", "restart"]) == USAGE
+@pytest.mark.parametrize("task, status", [("restart", USAGE), ("health", UNKNOWN)])
+def test_wrong_type_in_config(capsys, config, task, status):
+    assert cli.run(["-f", config(probes=["http://x/"]), "-H", "h", task]) == status
     assert "quilt.probes" in one_error(capsys.readouterr())
 
 

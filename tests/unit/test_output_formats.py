@@ -67,3 +67,12 @@ def test_json_format_carries_kind_and_subject():
     check = doc["hosts"][0]["checks"][1]
     assert doc["status"] == "OK" and check["details"]["http_code"] == 200
     assert (check["kind"], check["subject"], check["name"]) == ("probe", "registry", "probe registry")
+
+
+def test_nagios_escapes_a_pipe_before_the_perfdata():
+    failing = report(probe_status=ExitStatus.CRITICAL)
+    failing.checks[1] = Check(
+        Kind.PROBE, "registry", ExitStatus.CRITICAL, "no answer from http://x/a|b\nnext", {"url": "http://x/a|b"}
+    )
+    line = output.health_nagios([failing])
+    assert line.count("|") == 1 and "http://x/a%7Cb next" in line.split(" | ")[0]
