@@ -259,7 +259,9 @@ class Runner:
             process.close()
         seconds = time.monotonic() - started
         _, rest = split_pid(bytes(err))
-        if code in TIMED_OUT and seconds >= timeout - 0.5:
+        # No exit status at all (-1: ended by a signal, as timeout(1) re-raises the one that
+        # killed its command) after the whole time is a timeout too.
+        if (code in TIMED_OUT or code < 0) and seconds >= timeout - 0.5:
             # timeout(1) killed its own child; the rest of the group (docker clients under sudo)
             # may still be going: nothing else runs until the whole group is gone.
             self.kill(pgid)

@@ -151,8 +151,10 @@ def recreate(
                 raise NothingChanged(
                     f"the pre-checks on {target.name} did not finish within {seconds:.0f}s; nothing was changed"
                 ) from None
+            cap = getattr(getattr(target, "run_options", None), "command_timeout", None)
+            bound = cap if cap is not None and cap < seconds else timeout  # -T, or the restart's own
             raise RestartError(
-                f"{settings.start_script} on {target.name} did not finish within {timeout:.0f}s; "
+                f"{settings.start_script} on {target.name} did not finish within {bound:.0f}s; "
                 "it was stopped there, with everything it started"
             ) from None
         finally:
