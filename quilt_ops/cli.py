@@ -245,4 +245,7 @@ def use_with_fab() -> None:
     if not isinstance(fab, CleanErrors):
         fab.__class__ = type("QuiltFab", (CleanErrors, CoreFlags, LocalFlag, type(fab)), {})
         if getattr(fab, "argv", None):
-            fab.parse_core_args()
+            try:
+                fab.parse_core_args()
+            except ParseError as e:  # a refused core flag (fab turned -d's log on before the fabfile)
+                raise Exit(f"Error: {e}", code=fab.usage_code()) from None

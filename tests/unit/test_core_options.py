@@ -245,3 +245,19 @@ def test_a_closed_stdout_ends_quietly(tmp_path):
         assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr
         assert "BrokenPipe" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
         assert done.returncode == (UNKNOWN if "health" in argv else 0), done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, status, words",
+    [(["-w", "restart"], USAGE, "-w/--warn-only"), (["-R", "health"], UNKNOWN, "health has no --dry-run"),
+     (["-d", "restart"], USAGE, "-d/--debug")],
+)  # fmt: skip
+def test_fab_in_a_checkout_refuses_the_same(argv, status, words):
+    from pathlib import Path
+
+    fab = Path(sys.executable).parent / "fab"
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([str(fab), *argv], cwd=root, capture_output=True, text=True, timeout=60)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == status and last.startswith("Error: ") and words in last, done.stderr
+    assert "Traceback" not in done.stderr
