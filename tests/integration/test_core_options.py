@@ -51,3 +51,12 @@ def test_echo_shows_the_commands_and_no_secret(host):
             assert secret not in result.stdout + result.stderr
     quiet = host.run("health", tool="quilt-ops")
     assert f"[{host.alias}] $ " not in quiet.stderr
+
+
+def test_echo_during_a_rotation_shows_no_key(host, aws):
+    before = host.env_values()
+    result = host.run("-e", "rotate-keys", tool="quilt-ops")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"[{host.alias}] $ " in result.stderr
+    for secret in [*before, *host.env_values()]:  # the old key's secret and the new one's
+        assert secret not in result.stdout + result.stderr
