@@ -1,11 +1,10 @@
 """``quilt-ops exporter``: health as a Prometheus exporter, over SSH connections kept open.
 
 A scrape of ``/metrics`` runs `quilt_ops.health.collect` on every host (one
-remote command each), at most ``parallel`` hosts at once, and serves what
-``health --format prometheus`` prints (rendered by
-`quilt_ops.output.health_prometheus`, the one definition of those metrics,
-parsed back into metric families) plus ``quilt_up{host}``, each host's check
-time and the scrape's own time. A second scrape within ``min_interval`` of the
+remote command each), at most ``parallel`` hosts at once, and serves the metric families
+``health --format prometheus`` prints (`quilt_ops.metrics`, the one
+definition of those metrics), with ``quilt_up{host}`` as the scrape saw it,
+plus each host's check time and the scrape's own time. A second scrape within ``min_interval`` of the
 last one is served the last results without touching any host.
 
 Connections (`Connections`): one per host, opened on the first scrape that
@@ -43,7 +42,6 @@ from http.server import ThreadingHTTPServer
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlparse
 
-from . import output
 from .checks import HostHealth, unreachable
 from .config import Settings
 from .errors import ConfigError, ConnectionLost, HostError, QuiltError
@@ -442,23 +440,19 @@ class Exporter:
 
 
 def families(snapshot: Snapshot) -> Iterator[Any]:
-    """The metric families of a scrape: health's own (from `output.health_prometheus`), then
-    the exporter's."""
+    """The metric families of a scrape: health's own (`quilt_ops.metrics.families`, with each
+    host's ``quilt_up`` as this scrape saw it), then the exporter's."""
     from prometheus_client.core import GaugeMetricFamily
-    from prometheus_client.parser import text_string_to_metric_families
+
+    from . import metrics
 
     reports = [outcome.report for outcome in snapshot.outcomes]
-    yield from text_string_to_metric_families(output.health_prometheus(reports))
-    up = GaugeMetricFamily(
-        "quilt_up", "1 when the host was reached and checked on this scrape, 0 when not.", labels=["host"]
-    )
+    yield from metrics.families(reports, {outcome.report.host: outcome.up for outcome in snapshot.outcomes})
     took = GaugeMetricFamily(
         "quilt_check_duration_seconds", "Seconds the host's check took on this scrape.", labels=["host"]
     )
     for outcome in snapshot.outcomes:
-        up.add_metric([outcome.report.host], 1 if outcome.up else 0)
         took.add_metric([outcome.report.host], round(outcome.seconds, 6))
-    yield up
     yield took
     yield GaugeMetricFamily(
         "quilt_scrape_duration_seconds", "Seconds the checks of these results took, all hosts.", value=snapshot.seconds

@@ -95,7 +95,9 @@ YES_HELP = "answer yes to --break-lock's question"
     help={
         "json": "print one JSON document with every check (same as --format json)",
         "format": "table (default), json, nagios (one status line with perfdata) or prometheus "
-        "(text exposition format, for node_exporter's textfile collector)",
+        "(text exposition format)",
+        "textfile": "also write the metrics (as --format prometheus prints them) to this .prom file for "
+        "node_exporter's textfile collector: a temp file in its folder, renamed over it",
         "parallel": f"how many hosts to check at once (default {options.DEFAULT_PARALLEL})",
         "stack": HOST_HELP + "; with -H, the stack of the host for --aws",
         "aws": "also check each host's AWS side (or quilt.aws_checks: true): its key's age and use, its IAM "
@@ -111,6 +113,7 @@ def health(
     c: Any,
     json: bool = False,
     format: str = "table",
+    textfile: Any = None,
     parallel: Any = None,
     stack: Any = None,
     aws: bool = False,
@@ -130,6 +133,8 @@ def health(
     render = output.FORMATS.get("json" if json else format)
     if render is None:
         raise ConfigError(f"--format must be one of {', '.join(output.FORMATS)}, not {format!r}")
+    if textfile is not None:
+        textfile = output.textfile_path(textfile)
     targets = hosts.task_targets(c, settings, stacks=stack)
     workers = options.parallel(parallel)
     if aws or settings.aws_checks:
@@ -140,6 +145,8 @@ def health(
     else:
         results = hosts.each(targets, lambda target: health_checks.collect(target, settings), workers)
     reports = [r.value if r.value is not None else unreachable(r.host, str(r.error)) for r in results]
+    if textfile is not None:
+        output.write_textfile(textfile, reports)
     print(render(reports), end="" if render is output.health_prometheus else "\n")
     for report in reports:
         if report.status == ExitStatus.UNKNOWN:  # could not look: say why, once per host
