@@ -553,6 +553,10 @@ def backups(
         "by then reports quilt_up 0",
         "min-interval": "seconds during which a new scrape is served the last results (default 5; 0: never)",
         "stack": HOST_HELP,
+        "web-config-file": "TLS and basic auth, in the Prometheus exporter-toolkit format (tls_server_config "
+        "cert_file/key_file, basic_auth_users with bcrypt hashes)",
+        "max-connections": "connections served at once (default 100); at the cap a new one closes the oldest "
+        "still waiting for its request (each has 10 s to send it)",
     },
     iterable=["stack"],
 )
@@ -564,12 +568,16 @@ def exporter(
     scrape_timeout: Any = None,
     min_interval: Any = None,
     stack: Any = None,
+    web_config_file: Any = None,
+    max_connections: Any = None,
 ) -> None:
     """Serve health as Prometheus metrics on /metrics, over one SSH connection per host kept open.
 
     Each scrape runs the health checks on every host (one remote command each),
     --parallel at a time, within --scrape-timeout; a scrape within --min-interval
-    of the last one is served its results. Runs until SIGINT or SIGTERM (exit 0).
+    of the last one is served its results. /probe?target=HOST checks one host of
+    quilt.exporter_targets (the multi-target pattern, for Prometheus service
+    discovery). Runs until SIGINT or SIGTERM (exit 0).
     Exit 64 when it cannot listen on --listen or on a bad option or config.
     """
     from . import exporter as exporting
@@ -583,6 +591,8 @@ def exporter(
         options.seconds("--scrape-timeout", scrape_timeout) or exporting.DEFAULT_SCRAPE_TIMEOUT,
         exporting.interval("--min-interval", min_interval, exporting.DEFAULT_MIN_INTERVAL),
         stacks=stack,
+        web_config_file=None if web_config_file is None else str(web_config_file),
+        max_connections=exporting.connections_option(max_connections),
     )
 
 
