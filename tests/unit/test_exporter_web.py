@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import os
 import socket
 import ssl
 import threading
@@ -368,3 +369,30 @@ def test_head_complete():
     assert http_server.head_complete(b"GET / HTTP/1.0\r\n\r\n")
     assert http_server.head_complete(b"GET / HTTP/1.0\n\n")
     assert not http_server.head_complete(b"GET / HTTP/1.0\r\nHost: x\r\n")
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--max-connections", "2"], "--max-connections must be between 4 and 10000"),
+        (["--max-connections", "many"], "--max-connections must be a whole number"),
+        (["--web.config.file", "/nonexistent/web.yml"], "--web.config.file: cannot read /nonexistent/web.yml"),
+        (["--web-config-file", "/nonexistent/web.yml"], "--web.config.file: cannot read"),
+    ],
+)
+def test_bad_web_options_are_one_error_line(tmp_path, capsys, monkeypatch, args, words):
+    from quilt_ops import cli
+
+    for name in list(os.environ):
+        if name.startswith(("FABRIC_QUILT_", "AWS_")):
+            monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "fabric.yaml"
+    config.write_text(f'{{"quilt": {{"known_hosts": "{tmp_path / "kh"}"}}}}')
+    code = cli.run(["-f", str(config), "-H", "127.0.0.1:1", "exporter", "--listen", "127.0.0.1:0", *args])
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 64 and len(lines) == 1 and lines[0].startswith("Error: ") and words in lines[0], captured.err
+    assert "Traceback" not in captured.out + captured.err
