@@ -21,8 +21,11 @@ and its thread is forgotten: it no longer counts against ``parallel``, and the
 host gets no new thread until that one has ended, so hosts that hang can
 neither fill the pool nor pile up threads (at most one per host).
 
-The HTTP server (`serve`) is bound before any host is contacted; SIGINT and
-SIGTERM stop it and close every connection. prometheus_client is imported
+``/probe?target=HOST`` (`Probes`) checks one host of quilt.exporter_targets,
+each with its own `Exporter`; a target not in that list is refused before
+anything is opened for it. The HTTP(S) server (`quilt_ops.http_server`, TLS
+and basic auth from `quilt_ops.web_config`) is bound before any host is
+contacted; SIGINT and SIGTERM stop it and close every connection. prometheus_client is imported
 here only, so the other tasks do not pay for it.
 """
 

@@ -109,6 +109,9 @@ class Server:
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Accepts and reads until `shutdown`."""
+        if self._stop.is_set():  # stopped before it started
+            self._stopped.set()
+            return
         selector = self._selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ, "wake")
         listening = True
