@@ -414,6 +414,7 @@ def database_check(db: Database | None, manual: list[Snapshot], now: datetime, i
         "latest_restorable_age_seconds": restorable_age,
         "manual_snapshots": len(manual),
         "newest_manual_snapshot": newest.identifier if newest else None,
+        "newest_manual_snapshot_time": _iso(newest.created) if newest else None,
         "newest_manual_snapshot_age_seconds": newest_age,
     }
     problems: list[tuple[ExitStatus, str]] = []

@@ -111,6 +111,8 @@ class Settings:
     #: Age at which the host's access key is a WARNING (CRITICAL at twice it); AWS Config's
     #: ``access-keys-rotated`` rule says 90.
     key_max_age_days: float = 90
+    #: The exporter's ``/probe?target=`` allow-list: host strings or ssh_config aliases, matched exactly.
+    exporter_targets: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, config: Any) -> Settings:
@@ -138,6 +140,7 @@ class Settings:
             audit_log=os.path.expanduser(_text(raw, "audit_log")),
             aws_checks=_flag(raw, "aws_checks"),
             key_max_age_days=_days(raw, "key_max_age_days"),
+            exporter_targets=_names(raw, "exporter_targets"),
         )
 
     @property

@@ -1,11 +1,10 @@
 """``quilt-ops exporter``: health as a Prometheus exporter, over SSH connections kept open.
 
 A scrape of ``/metrics`` runs `quilt_ops.health.collect` on every host (one
-remote command each), at most ``parallel`` hosts at once, and serves what
-``health --format prometheus`` prints (rendered by
-`quilt_ops.output.health_prometheus`, the one definition of those metrics,
-parsed back into metric families) plus ``quilt_up{host}``, each host's check
-time and the scrape's own time. A second scrape within ``min_interval`` of the
+remote command each), at most ``parallel`` hosts at once, and serves the metric families
+``health --format prometheus`` prints (`quilt_ops.metrics`, the one
+definition of those metrics), with ``quilt_up{host}`` as the scrape saw it,
+plus each host's check time and the scrape's own time. A second scrape within ``min_interval`` of the
 last one is served the last results without touching any host.
 
 Connections (`Connections`): one per host, opened on the first scrape that
@@ -22,8 +21,11 @@ and its thread is forgotten: it no longer counts against ``parallel``, and the
 host gets no new thread until that one has ended, so hosts that hang can
 neither fill the pool nor pile up threads (at most one per host).
 
-The HTTP server (`serve`) is bound before any host is contacted; SIGINT and
-SIGTERM stop it and close every connection. prometheus_client is imported
+``/probe?target=HOST`` (`Probes`) checks one host of quilt.exporter_targets,
+each with its own `Exporter`; a target not in that list is refused before
+anything is opened for it. The HTTP(S) server (`quilt_ops.http_server`, TLS
+and basic auth from `quilt_ops.web_config`) is bound before any host is
+contacted; SIGINT and SIGTERM stop it and close every connection. prometheus_client is imported
 here only, so the other tasks do not pay for it.
 """
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import io
 import ipaddress
 import socket
 import sys
@@ -39,11 +42,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from typing import Any, Generic, Protocol, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
-from . import output
+from . import http_server
 from .checks import HostHealth, unreachable
 from .config import Settings
 from .errors import ConfigError, ConnectionLost, HostError, QuiltError
@@ -118,6 +120,19 @@ def interval(option: str, value: Any, default: float) -> float:
         raise ConfigError(f"{option} must be a number of seconds, not {value!r}") from None
     if not 0 <= number <= 86400:
         raise ConfigError(f"{option} must be between 0 and 86400 seconds, not {value}")
+    return number
+
+
+def connections_option(value: Any) -> int:
+    """``--max-connections``: from 4 to 10000 (default `http_server.DEFAULT_MAX_CONNECTIONS`)."""
+    if value is None:
+        return http_server.DEFAULT_MAX_CONNECTIONS
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--max-connections must be a whole number, not {value!r}") from None
+    if not 4 <= number <= 10000:
+        raise ConfigError(f"--max-connections must be between 4 and 10000, not {number}")
     return number
 
 
@@ -442,23 +457,19 @@ class Exporter:
 
 
 def families(snapshot: Snapshot) -> Iterator[Any]:
-    """The metric families of a scrape: health's own (from `output.health_prometheus`), then
-    the exporter's."""
+    """The metric families of a scrape: health's own (`quilt_ops.metrics.families`, with each
+    host's ``quilt_up`` as this scrape saw it), then the exporter's."""
     from prometheus_client.core import GaugeMetricFamily
-    from prometheus_client.parser import text_string_to_metric_families
+
+    from . import metrics
 
     reports = [outcome.report for outcome in snapshot.outcomes]
-    yield from text_string_to_metric_families(output.health_prometheus(reports))
-    up = GaugeMetricFamily(
-        "quilt_up", "1 when the host was reached and checked on this scrape, 0 when not.", labels=["host"]
-    )
+    yield from metrics.families(reports, {outcome.report.host: outcome.up for outcome in snapshot.outcomes})
     took = GaugeMetricFamily(
         "quilt_check_duration_seconds", "Seconds the host's check took on this scrape.", labels=["host"]
     )
     for outcome in snapshot.outcomes:
-        up.add_metric([outcome.report.host], 1 if outcome.up else 0)
         took.add_metric([outcome.report.host], round(outcome.seconds, 6))
-    yield up
     yield took
     yield GaugeMetricFamily(
         "quilt_scrape_duration_seconds", "Seconds the checks of these results took, all hosts.", value=snapshot.seconds
@@ -483,38 +494,135 @@ class Collector:
         return families(self.exporter.results())
 
 
+# ----------------------------------------------------------------------------- /probe?target=
+
+
+class NotAllowed(QuiltError):
+    """A ``/probe`` target that is not in quilt.exporter_targets."""
+
+
+def probe_target(query: str, allowed: Sequence[str]) -> str:
+    """The target of a ``/probe`` query string, if the allow-list has it exactly (pure).
+
+    Raises `ConfigError` for a missing or repeated ``target`` and `NotAllowed` for one
+    not listed: the exporter never opens an SSH connection to a host it was not given.
+    """
+    values = parse_qs(query, keep_blank_values=True).get("target", [])
+    if len(values) != 1 or not values[0]:
+        raise ConfigError("give one target: /probe?target=HOST")
+    target = values[0]
+    if target not in allowed:
+        raise NotAllowed("target not allowed: it is not in quilt.exporter_targets")
+    return target
+
+
+class Probes:
+    """The ``/probe`` targets: each one's own `Exporter` (one SSH connection kept open, a
+    back-off, a cache of ``min_interval``), made on its first probe. The allow-list bounds them."""
+
+    def __init__(self, allowed: Sequence[str], make: Callable[[str], Exporter]) -> None:
+        self.allowed = tuple(allowed)
+        self._make = make
+        self._registries: dict[str, Any] = {}
+        self._exporters: list[Exporter] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def registry(self, query: str) -> Any:
+        """The registry of the target the query names (`probe_target`'s errors otherwise)."""
+        from prometheus_client import CollectorRegistry
+
+        target = probe_target(query, self.allowed)
+        with self._lock:
+            if self._closed:
+                raise NotAllowed("the exporter is stopping")
+            found = self._registries.get(target)
+            if found is None:
+                exporter = self._make(target)
+                self._exporters.append(exporter)
+                found = self._registries[target] = CollectorRegistry(auto_describe=False)
+                found.register(Collector(exporter))
+            return found
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            exporters, self._exporters = self._exporters, []
+        for exporter in exporters:
+            exporter.close()
+
+
 # ----------------------------------------------------------------------------- the HTTP server
 
 
-def bind(address: ListenAddress) -> ThreadingHTTPServer:
-    """The HTTP server on ``address``, not yet serving (`serve` gives it its registry);
-    `ConfigError` when it cannot listen there."""
+INDEX = b"quilt-ops exporter: metrics at /metrics, one allowed host at /probe?target=HOST\n"
+
+
+def handler(registry: Any, probes: Probes | None = None, auth: Any = None, server: Any = None) -> http_server.Handle:
+    """What answers a request: basic auth first (with a web config's users), then ``/metrics``
+    (every host of -H), ``/probe?target=`` (one host of quilt.exporter_targets) or ``/``."""
     from prometheus_client.exposition import MetricsHandler
 
     class Handler(MetricsHandler):
-        def do_GET(self) -> None:
-            path = urlparse(self.path).path
-            if path == "/metrics":
-                super().do_GET()
-                return
-            body, code = (b"quilt-ops exporter: metrics at /metrics\n", 200) if path == "/" else (b"not found\n", 404)
+        def setup(self) -> None:
+            self.connection, head = self.request
+            self.rfile = io.BytesIO(head)
+            self.wfile = self.connection.makefile("wb")
+
+        def text(self, code: int, body: bytes, headers: Iterable[tuple[str, str]] = ()) -> None:
             self.send_response(code)
             self.send_header("Content-Type", "text/plain; charset=utf-8")
             self.send_header("Content-Length", str(len(body)))
+            for name, value in headers:
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
-    class Server(ThreadingHTTPServer):
-        address_family = address.family
-        daemon_threads = True
+        def do_GET(self) -> None:
+            if auth is not None and not auth.allows(self.headers.get("Authorization")):
+                from .web_config import REALM
 
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            kind = sys.exc_info()[0]
-            if kind is not None and not issubclass(kind, (ConnectionError, TimeoutError)):
-                print(f"exporter: a request failed ({kind.__name__})", file=sys.stderr, flush=True)
+                self.text(401, b"unauthorized\n", [("WWW-Authenticate", f'Basic realm="{REALM}"')])
+                return
+            url = urlparse(self.path)
+            if url.path == "/metrics":
+                self.registry = registry
+            elif url.path == "/probe" and probes is not None:
+                try:
+                    self.registry = probes.registry(url.query)
+                except NotAllowed as e:
+                    self.text(403, f"{e}\n".encode())
+                    return
+                except ConfigError as e:
+                    self.text(400, f"{e}\n".encode())
+                    return
+            else:
+                self.text(*((200, INDEX) if url.path == "/" else (404, b"not found\n")))
+                return
+            super().do_GET()
 
+    def handle(sock: socket.socket, head: bytes, address: tuple[str, int]) -> None:
+        Handler((sock, head), address, server)  # type: ignore[arg-type]
+
+    return handle
+
+
+def bind(
+    address: ListenAddress,
+    tls: Any = None,
+    max_connections: int = http_server.DEFAULT_MAX_CONNECTIONS,
+    read_timeout: float = http_server.DEFAULT_READ_TIMEOUT,
+) -> http_server.Server:
+    """The HTTP(S) server on ``address``, not yet serving (`serve` gives it its handler);
+    `ConfigError` when it cannot listen there."""
     try:
-        return Server((address.host, address.port), Handler)
+        return http_server.Server(
+            (address.host, address.port),
+            address.family,
+            max_connections=max_connections,
+            read_timeout=read_timeout,
+            tls=tls,
+        )
     except socket.gaierror:
         raise ConfigError(f"cannot listen on {address}: cannot resolve {address.host!r}") from None
     except OSError as e:
@@ -538,16 +646,18 @@ def registry_for(exporter: Exporter) -> Any:
 
 
 def serve(
-    server: ThreadingHTTPServer,
+    server: http_server.Server,
     exporter: Exporter,
     hosts: int,
     describe: str,
     stop: threading.Event | None = None,
+    probes: Probes | None = None,
+    auth: Any = None,
 ) -> None:
     """Serves until SIGINT or SIGTERM (or ``stop``), then closes the server and every connection."""
     import signal
 
-    server.RequestHandlerClass.registry = registry_for(exporter)  # type: ignore[attr-defined]
+    server.handle = handler(registry_for(exporter), probes, auth, server)
     stop = stop or threading.Event()
     previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
@@ -557,15 +667,21 @@ def serve(
     try:
         thread.start()
         shown = str(ListenAddress(str(server.server_address[0]), int(server.server_address[1])))
-        print(f"quilt-ops exporter: serving http://{shown}/metrics for {hosts} host(s) ({describe})", flush=True)
+        targets = f" and /probe for {len(probes.allowed)} allowed target(s)" if probes is not None else ""
+        print(
+            f"quilt-ops exporter: serving {server.scheme}://{shown}/metrics for {hosts} host(s){targets} ({describe})",
+            flush=True,
+        )
         while not stop.wait(0.5):
             pass
     finally:
         server.shutdown()
         server.server_close()
         exporter.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if probes is not None:
+            probes.close()
+        for sig, handler_ in previous.items():
+            signal.signal(sig, handler_)
         thread.join(timeout=5)
     print("quilt-ops exporter: stopped; connections closed", flush=True)
 
@@ -599,26 +715,35 @@ def run(
     min_interval: float,
     stacks: list[str] | None,
     stop: threading.Event | None = None,
+    web_config_file: str | None = None,
+    max_connections: int = http_server.DEFAULT_MAX_CONNECTIONS,
 ) -> None:
     """Binds ``listen``, finds the hosts (no connection yet), then serves until stopped.
 
     Connections are prepared with a connect timeout no longer than the scrape
-    timeout, so that opening one cannot outlast the scrape that needs it.
+    timeout, so that opening one cannot outlast the scrape that needs it. The
+    hosts of ``/metrics`` are -H (quilt.hosts) or the stacks'; with
+    quilt.exporter_targets, ``/probe?target=`` serves each of those on its own,
+    and the static list may be empty.
     """
     from fabric import Connection
 
     from . import health, hosts, ssh
+    from . import web_config as web
     from .remote import SshTarget
 
     address = parse_listen(listen)
     settings = dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, scrape_timeout))
-    server = bind(address)
+    config = web.load(web_config_file) if web_config_file else web.WebConfig()
+    server = bind(address, config.ssl_context(), max_connections)
     try:
-        targets = hosts.targets(c, settings, stacks=stacks)
+        static = settings.hosts or stacks or settings.stacks or isinstance(c, Connection)
+        targets = hosts.targets(c, settings, stacks=stacks) if static or not settings.exporter_targets else []
         names = [target.name for target in targets]
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:  # one host label, one set of samples: Prometheus refuses a scrape with duplicates
             raise ConfigError(f"host {', '.join(twice)} is given more than once")
+        auth = web.BasicAuth(config.users) if config.users else None
     except BaseException:
         server.server_close()
         raise
@@ -630,19 +755,34 @@ def run(
         again = Connection(cxn.original_host, user=cxn.user, port=cxn.port, config=cxn.config)
         return SshTarget(ssh.prepare(again, settings), old.name, stack=old.stack)
 
-    connections = Connections(
-        targets,
-        reopen,
-        lambda target: health.collect(target, settings),
-        parallel,
-        scrape_timeout,
-        log_line,
-        opened=no_delay,
-    )
+    def exporter_of(found: Sequence[SshTarget]) -> Exporter:
+        connections = Connections(
+            found,
+            reopen,
+            lambda target: health.collect(target, settings),
+            parallel,
+            scrape_timeout,
+            log_line,
+            opened=no_delay,
+        )
+        return Exporter(connections, min_interval)
+
+    def probed(name: str) -> Exporter:
+        # Prepared only (host keys checked as everywhere); connected on its first check.
+        target = SshTarget(ssh.connection(name, c.config, settings), name)
+        target.sudo = settings.sudo
+        return exporter_of([target])
+
+    probes = Probes(settings.exporter_targets, probed) if settings.exporter_targets else None
     serve(
         server,
-        Exporter(connections, min_interval),
+        exporter_of(targets),
         len(targets),
-        f"parallel {parallel}, scrape timeout {scrape_timeout:g}s, min interval {min_interval:g}s",
+        f"parallel {parallel}, scrape timeout {scrape_timeout:g}s, min interval {min_interval:g}s"
+        + (", TLS" if config.tls else "")
+        + (f", basic auth ({len(config.users)} user(s))" if config.users else "")
+        + f", at most {max_connections} connections",
         stop,
+        probes,
+        auth,
     )

@@ -23,6 +23,8 @@ SHORT_FLAGS = {"dry_run": "n", "yes": "y"}
 #: Options whose value is a whole number: Invoke casts them and ``--help`` shows INT (their
 #: default is None, from which Invoke would guess a string).
 WHOLE_NUMBERS = ("parallel", "keep")
+#: Long names as other tools spell them (the exporter-toolkit's ``--web.config.file``), shown first.
+LONG_NAMES = {"web_config_file": "web.config.file"}
 
 
 class QuiltTask(invoke.Task):
@@ -34,6 +36,8 @@ class QuiltTask(invoke.Task):
 
     def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
         opts: dict[str, Any] = super().arg_opts(name, default, taken_names)
+        if name in LONG_NAMES:
+            opts["names"].insert(0, LONG_NAMES[name])
         short = SHORT_FLAGS.get(name)
         if short and short not in taken_names:
             opts["names"].append(short)

@@ -9,6 +9,7 @@ ever receives a secret.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any, TextIO
 
 from . import streams
 from .checks import Check, HostHealth, Kind
+from .errors import ConfigError, QuiltError
 from .status import ExitStatus, label, worst
 
 SPINNER = "|/-\\"
@@ -161,38 +163,30 @@ def health_nagios(reports: list[HostHealth]) -> str:
     return f"QUILT {label(status)} - {nagios_text(detail)} | {' '.join(perf)}"
 
 
-#: The AWS side's numbers (``health --aws``), from the details of its checks: Prometheus gauge,
-#: its help, the check's kind (and subject, "" for any), the detail, the label naming the
-#: subject ("" for none), then the Nagios perfdata label, unit, and warn;crit thresholds.
-AWS_GAUGES: tuple[tuple[str, str, Kind, str, str, str, str, str, str], ...] = (
-    ("quilt_key_age_seconds", "Age of the access key the host runs with.",
-     Kind.AWS_KEY, "in use", "age_seconds", "", "key_age", "s", ""),
-    ("quilt_key_last_used_seconds", "Seconds since the host's access key was last used (absent: never).",
-     Kind.AWS_KEY, "in use", "last_used_seconds", "", "key_last_used", "s", ""),
-    ("quilt_policy_extra_actions", "Actions the IAM user's policies allow beyond the registry's bucket actions.",
-     Kind.AWS_POLICY, "", "extra", "", "policy_extra_actions", "", ""),
-    ("quilt_bucket_versioning_enabled", "1 when the package bucket's versioning is enabled.",
-     Kind.BUCKET, "", "versioning_enabled", "bucket", "bucket_versioning", "", ""),
-    ("quilt_db_backup_retention_days", "Days of automated backups the stack's database keeps (0: off).",
-     Kind.DATABASE, "", "backup_retention_days", "db", "db_backup_retention_days", "", ""),
-    ("quilt_db_latest_restorable_age_seconds", "Age of the database's latest restorable time.",
-     Kind.DATABASE, "", "latest_restorable_age_seconds", "db", "db_restorable_age", "s", ""),
-    ("quilt_db_manual_snapshot_age_seconds", "Age of the database's newest manual snapshot (absent: none).",
-     Kind.DATABASE, "", "newest_manual_snapshot_age_seconds", "db", "db_manual_snapshot_age", "s", ""),
-    ("quilt_stack_status_ok", "1 when the stack is not in a failed, rolled-back or deleted state.",
-     Kind.STACK, "", "status_ok", "stack", "stack_status_ok", "", ""),
-)  # fmt: skip
+#: The AWS side's numbers (``health --aws``) in Nagios perfdata, from the details of its checks:
+#: the check's kind (and subject, "" for any), the detail, then the perfdata label, unit, and
+#: warn;crit thresholds. (Prometheus's are in `quilt_ops.metrics`.)
+AWS_PERFDATA: tuple[tuple[Kind, str, str, str, str, str], ...] = (
+    (Kind.AWS_KEY, "in use", "age_seconds", "key_age", "s", ""),
+    (Kind.AWS_KEY, "in use", "last_used_seconds", "key_last_used", "s", ""),
+    (Kind.AWS_POLICY, "", "extra", "policy_extra_actions", "", ""),
+    (Kind.BUCKET, "", "versioning_enabled", "bucket_versioning", "", ""),
+    (Kind.DATABASE, "", "backup_retention_days", "db_backup_retention_days", "", ""),
+    (Kind.DATABASE, "", "latest_restorable_age_seconds", "db_restorable_age", "s", ""),
+    (Kind.DATABASE, "", "newest_manual_snapshot_age_seconds", "db_manual_snapshot_age", "s", ""),
+    (Kind.STACK, "", "status_ok", "stack_status_ok", "", ""),
+)
 
 
-def aws_numbers(check: Check) -> list[tuple[tuple[str, str, Kind, str, str, str, str, str, str], float]]:
-    """The AWS gauges a check gives, with their values (a list counts its items, a bool is 0 or 1)."""
+def aws_numbers(check: Check) -> list[tuple[tuple[Kind, str, str, str, str, str], float]]:
+    """The AWS perfdata a check gives, with their values (a list counts its items, a bool is 0 or 1)."""
     found = []
-    for gauge in AWS_GAUGES:
-        _, _, kind, subject, detail, *_ = gauge
+    for item in AWS_PERFDATA:
+        kind, subject, detail, *_ = item
         value = check.details.get(detail)
         if check.kind != kind or (subject and check.subject != subject) or value is None:
             continue
-        found.append((gauge, float(len(value) if isinstance(value, list) else value)))
+        found.append((item, float(len(value) if isinstance(value, list) else value)))
     return found
 
 
@@ -201,58 +195,33 @@ def _number(value: float) -> str:
     return str(int(value)) if value == int(value) else f"{value:.3f}"
 
 
-def _prom_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
 def health_prometheus(reports: list[HostHealth]) -> str:
-    """Prometheus text exposition format (for node_exporter's textfile collector)."""
-    metrics: dict[str, tuple[str, list[str]]] = {
-        "quilt_health_status": ("Worst check per host: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.", []),
-        "quilt_check_status": ("Status of each check: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.", []),
-        "quilt_probe_duration_seconds": ("Time an HTTP probe took on the host.", []),
-        "quilt_probe_http_status": ("HTTP status a probe answered (0: no answer).", []),
-        "quilt_container_uptime_seconds": ("Seconds since a container started.", []),
-        "quilt_container_restart_count": ("Docker's restart count of a container.", []),
-        **{gauge[0]: (gauge[1], []) for gauge in AWS_GAUGES},
-    }
-    for report in reports:
-        host = _prom_escape(report.host)
-        metrics["quilt_health_status"][1].append(f'quilt_health_status{{host="{host}"}} {int(report.status)}')
-        for check in report.checks:
-            name = _prom_escape(check.name)
-            metrics["quilt_check_status"][1].append(
-                f'quilt_check_status{{host="{host}",check="{name}"}} {int(check.status)}'
-            )
-            details = check.details
-            if check.kind == Kind.PROBE:
-                probe = _prom_escape(check.subject)
-                if details.get("seconds") is not None:
-                    metrics["quilt_probe_duration_seconds"][1].append(
-                        f'quilt_probe_duration_seconds{{host="{host}",probe="{probe}"}} {details["seconds"]}'
-                    )
-                metrics["quilt_probe_http_status"][1].append(
-                    f'quilt_probe_http_status{{host="{host}",probe="{probe}"}} {details.get("http_code") or 0}'
-                )
-            if check.kind == Kind.CONTAINER and details.get("exists"):
-                container = _prom_escape(check.subject)
-                if details.get("uptime_seconds") is not None:
-                    metrics["quilt_container_uptime_seconds"][1].append(
-                        f'quilt_container_uptime_seconds{{host="{host}",container="{container}"}} '
-                        f"{details['uptime_seconds']}"
-                    )
-                metrics["quilt_container_restart_count"][1].append(
-                    f'quilt_container_restart_count{{host="{host}",container="{container}"}} '
-                    f"{details.get('restart_count') or 0}"
-                )
-            for (metric, _, _, _, _, label_name, *_), value in aws_numbers(check):
-                labels = f'host="{host}"' + (f',{label_name}="{_prom_escape(check.subject)}"' if label_name else "")
-                metrics[metric][1].append(f"{metric}{{{labels}}} {_number(value)}")
-    lines = []
-    for name, (help_text, samples) in metrics.items():
-        if samples:
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", *samples]
-    return "\n".join(lines) + "\n"
+    """Prometheus text exposition format (for node_exporter's textfile collector), from
+    `quilt_ops.metrics` (imported here so that other formats do not load prometheus_client)."""
+    from . import metrics
+
+    return metrics.text(reports)
+
+
+def textfile_path(value: Any) -> str:
+    """``health --textfile``: a ``.prom`` file (node_exporter reads no other) in a folder that exists."""
+    text = value if isinstance(value, str) else ""
+    if not text.endswith(".prom") or os.path.basename(text) == ".prom":
+        raise ConfigError(f"--textfile must name a .prom file (node_exporter reads no other), not {value!r}")
+    folder = os.path.dirname(text) or "."
+    if not os.path.isdir(folder):
+        raise ConfigError(f"--textfile: no folder {folder}")
+    return text
+
+
+def write_textfile(path: str, reports: list[HostHealth]) -> None:
+    """Writes the metrics to ``path`` whole (`quilt_ops.metrics.write_textfile`); `QuiltError` when it cannot."""
+    from . import metrics
+
+    try:
+        metrics.write_textfile(path, reports)
+    except OSError as e:
+        raise QuiltError(f"cannot write {path}: {e.strerror or type(e).__name__}") from None
 
 
 FORMATS = {"table": health_table, "json": health_json, "nagios": health_nagios, "prometheus": health_prometheus}

@@ -98,7 +98,9 @@ YES_HELP = "answer yes to --break-lock's question"
     help={
         "json": "print one JSON document with every check (same as --format json)",
         "format": "table (default), json, nagios (one status line with perfdata) or prometheus "
-        "(text exposition format, for node_exporter's textfile collector)",
+        "(text exposition format)",
+        "textfile": "also write the metrics (as --format prometheus prints them) to this .prom file for "
+        "node_exporter's textfile collector: a temp file in its folder, renamed over it",
         "parallel": f"how many hosts to check at once (default {options.DEFAULT_PARALLEL})",
         "stack": HOST_HELP + "; with -H, the stack of the host for --aws",
         "aws": "also check each host's AWS side (or quilt.aws_checks: true): its key's age and use, its IAM "
@@ -114,6 +116,7 @@ def health(
     c: Any,
     json: bool = False,
     format: str = "table",
+    textfile: Any = None,
     parallel: Any = None,
     stack: Any = None,
     aws: bool = False,
@@ -133,6 +136,8 @@ def health(
     render = output.FORMATS.get("json" if json else format)
     if render is None:
         raise ConfigError(f"--format must be one of {', '.join(output.FORMATS)}, not {format!r}")
+    if textfile is not None:
+        textfile = output.textfile_path(textfile)
     targets = hosts.task_targets(c, settings, stacks=stack)
     workers = options.parallel(parallel)
     if aws or settings.aws_checks:
@@ -143,6 +148,8 @@ def health(
     else:
         results = hosts.each(targets, lambda target: health_checks.collect(target, settings), workers)
     reports = [r.value if r.value is not None else unreachable(r.host, str(r.error)) for r in results]
+    if textfile is not None:
+        output.write_textfile(textfile, reports)
     streams.out(render(reports), end="" if render is output.health_prometheus else "\n")
     for report in reports:
         if report.status == ExitStatus.UNKNOWN:  # could not look: say why, once per host
@@ -549,6 +556,10 @@ def backups(
         "by then reports quilt_up 0",
         "min-interval": "seconds during which a new scrape is served the last results (default 5; 0: never)",
         "stack": HOST_HELP,
+        "web-config-file": "TLS and basic auth, in the Prometheus exporter-toolkit format (tls_server_config "
+        "cert_file/key_file, basic_auth_users with bcrypt hashes)",
+        "max-connections": "connections served at once (default 100); at the cap a new one closes the oldest "
+        "still waiting for its request (each has 10 s to send it)",
     },
     iterable=["stack"],
 )
@@ -560,12 +571,16 @@ def exporter(
     scrape_timeout: Any = None,
     min_interval: Any = None,
     stack: Any = None,
+    web_config_file: Any = None,
+    max_connections: Any = None,
 ) -> None:
     """Serve health as Prometheus metrics on /metrics, over one SSH connection per host kept open.
 
     Each scrape runs the health checks on every host (one remote command each),
     --parallel at a time, within --scrape-timeout; a scrape within --min-interval
-    of the last one is served its results. Runs until SIGINT or SIGTERM (exit 0).
+    of the last one is served its results. /probe?target=HOST checks one host of
+    quilt.exporter_targets (the multi-target pattern, for Prometheus service
+    discovery). Runs until SIGINT or SIGTERM (exit 0).
     Exit 64 when it cannot listen on --listen or on a bad option or config.
     """
     from . import exporter as exporting
@@ -579,6 +594,8 @@ def exporter(
         options.seconds("--scrape-timeout", scrape_timeout) or exporting.DEFAULT_SCRAPE_TIMEOUT,
         exporting.interval("--min-interval", min_interval, exporting.DEFAULT_MIN_INTERVAL),
         stacks=stack,
+        web_config_file=None if web_config_file is None else str(web_config_file),
+        max_connections=exporting.connections_option(max_connections),
     )
 
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from tests import promtool
 from tests.tool import ROOT, one_error
 
 pytestmark = pytest.mark.sandbox
@@ -70,14 +71,16 @@ def test_monitoring_formats_carry_the_aws_side(host, aws):
     assert prom.returncode == 1
     alias = host.alias
     for line in (
-        f'quilt_bucket_versioning_enabled{{host="{alias}",bucket="{host.bucket}"}} 0',
-        f'quilt_db_backup_retention_days{{host="{alias}",db="{host.db_instance}"}} 7',
-        f'quilt_stack_status_ok{{host="{alias}",stack="{host.stack}"}} 1',
-        f'quilt_policy_extra_actions{{host="{alias}"}} 0',
+        f'quilt_bucket_versioning_enabled{{bucket="{host.bucket}",host="{alias}"}} 0.0',
+        f'quilt_db_backup_retention_seconds{{db="{host.db_instance}",host="{alias}"}} 604800.0',
+        f'quilt_stack_status_ok{{host="{alias}",stack="{host.stack}"}} 1.0',
+        f'quilt_policy_extra_actions{{host="{alias}"}} 0.0',
+        f'quilt_up{{host="{alias}"}} 1.0',
     ):
         assert line in prom.stdout.splitlines(), prom.stdout
-    assert f'quilt_key_age_seconds{{host="{alias}"}} ' in prom.stdout
-    assert f'quilt_db_latest_restorable_age_seconds{{host="{alias}",db="{host.db_instance}"}} ' in prom.stdout
+    assert f'quilt_key_created_timestamp_seconds{{host="{alias}"}} ' in prom.stdout
+    assert f'quilt_db_latest_restorable_timestamp_seconds{{db="{host.db_instance}",host="{alias}"}} ' in prom.stdout
+    promtool.check_metrics(prom.stdout)
     nagios = host.run("health", "--aws", "--format", "nagios")
     assert nagios.returncode == 1 and nagios.stdout.startswith(f"QUILT WARNING - {alias}: bucket {host.bucket}")
     assert "bucket_versioning=0;;;0" in nagios.stdout and "key_age=" in nagios.stdout

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests import promtool
 from tests.tool import one_error, wait_until
 
 pytestmark = pytest.mark.sandbox
@@ -82,6 +83,8 @@ def test_prometheus_format(fleet):
     assert f'quilt_health_status{{host="{a}"}} 0' in result.stdout
     assert f'quilt_health_status{{host="{b}"}} 0' in result.stdout
     assert f'quilt_probe_http_status{{host="{a}",probe="registry"}} 200' in result.stdout
+    assert f'quilt_up{{host="{a}"}} 1.0' in result.stdout
+    promtool.check_metrics(result.stdout)
 
 
 def test_point_10_3_a_failing_host_does_not_stop_the_others_and_every_host_is_reported(host, aws):

@@ -11,6 +11,7 @@ from quilt_ops.account import Database, Grant, LastUsed, Snapshot
 from quilt_ops.checks import Check, HostHealth, Kind
 from quilt_ops.rotation_plan import Key
 from quilt_ops.status import ExitStatus, label
+from tests import promtool
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 USER = "quilt-prod-RegistryUser-ABCDEFGHIJKLM"
@@ -451,21 +452,40 @@ def aws_report():
     )
 
 
+def prometheus_samples(text):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
 def test_prometheus_has_the_aws_gauges():
     text = output.health_prometheus([aws_report()])
-    for line in (
-        'quilt_key_age_seconds{host="reg1"} 8640000',
-        'quilt_key_last_used_seconds{host="reg1"} 180',
-        'quilt_policy_extra_actions{host="reg1"} 1',
-        f'quilt_bucket_versioning_enabled{{host="reg1",bucket="{BUCKET}"}} 0',
-        f'quilt_db_backup_retention_days{{host="reg1",db="{DB}"}} 0',
-        f'quilt_db_latest_restorable_age_seconds{{host="reg1",db="{DB}"}} 300',
-        f'quilt_db_manual_snapshot_age_seconds{{host="reg1",db="{DB}"}} 86400',
-        f'quilt_stack_status_ok{{host="reg1",stack="{STACK}"}} 0',
-        'quilt_check_status{host="reg1",check="aws key in use"} 1',
+    got = prometheus_samples(text)
+    host = (("host", "reg1"),)
+    db, bucket = (("db", DB), ("host", "reg1")), (("bucket", BUCKET), ("host", "reg1"))
+    for key_, value in (
+        (("quilt_key_created_timestamp_seconds", host), (NOW - timedelta(days=100)).timestamp()),
+        (("quilt_key_last_used_timestamp_seconds", host), (NOW - timedelta(minutes=3)).timestamp()),
+        (("quilt_key_max_age_seconds", host), 90 * 86400),
+        (("quilt_policy_extra_actions", host), 1),
+        (("quilt_bucket_versioning_enabled", bucket), 0),
+        (("quilt_db_backup_retention_seconds", db), 0),
+        (("quilt_db_latest_restorable_timestamp_seconds", db), (NOW - timedelta(minutes=5)).timestamp()),
+        (("quilt_db_newest_manual_snapshot_timestamp_seconds", db), (NOW - timedelta(days=1)).timestamp()),
+        (("quilt_stack_status_ok", (("host", "reg1"), ("stack", STACK))), 0),
+        (("quilt_check_status", (("check", "aws key in use"), ("host", "reg1"))), 1),
     ):
-        assert line in text.splitlines(), line
-    assert "# TYPE quilt_key_age_seconds gauge" in text
+        assert got[key_] == value, key_
+    assert "# TYPE quilt_key_created_timestamp_seconds gauge" in text
+    names = {name for name, _ in got}
+    for gone in ("quilt_key_age_seconds", "quilt_key_last_used_seconds", "quilt_db_backup_retention_days",
+                 "quilt_db_latest_restorable_age_seconds", "quilt_db_manual_snapshot_age_seconds"):  # fmt: skip
+        assert gone not in names
+    promtool.check_metrics(text)
 
 
 def test_nagios_has_the_aws_perfdata():

@@ -105,6 +105,8 @@ def test_registry_dir_forms(value, expected):
         ("docker", "", "quilt.docker"),
         ("sudo", 1, "quilt.sudo"),
         ("hosts", [1], "quilt.hosts"),
+        ("exporter_targets", "a,b", "quilt.exporter_targets"),
+        ("exporter_targets", ["a", ""], "quilt.exporter_targets"),
         ("stack_user", "", "quilt.stack_user"),
         ("stack_user", "root@evil", "quilt.stack_user"),
         ("stack_user", "-oProxyCommand=x", "quilt.stack_user"),

@@ -24,6 +24,7 @@ from quilt_ops import exporter as ex
 from quilt_ops.checks import Check, HostHealth, Kind
 from quilt_ops.errors import ConfigError, ConnectionLost, HostError, HostKeyUnknown, MissingTool, NotStarted
 from quilt_ops.status import ExitStatus
+from tests import promtool
 
 USAGE = int(ExitStatus.USAGE)
 
@@ -452,6 +453,7 @@ def test_metrics_are_healths_own_plus_up_and_durations():
     assert got[("quilt_scrape_cached", ())] == 0
     assert samples(scrape_text(exporter))[("quilt_scrape_cached", ())] == 1
     assert "# TYPE quilt_up gauge" in text
+    promtool.check_metrics(text)
 
 
 # ----------------------------------------------------------------------------- the HTTP server
@@ -477,6 +479,7 @@ def test_serve_answers_metrics_and_stops_cleanly(capsys):
         status, body = get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200 and 'quilt_up{host="a"} 1.0' in body
         assert "process_resident_memory_bytes" in body
+        promtool.check_metrics(body)
         assert get(f"http://127.0.0.1:{port}/")[0] == 200
         assert get(f"http://127.0.0.1:{port}/other")[0] == 404
     finally:
