@@ -17,7 +17,7 @@ and AWS reaches them only with time or by failing:
   snapshot-seconds {"seconds"}: new manual DB snapshots stay "creating" that long
                    (moto makes them "available" at once)
   rds-settings     {"password_reset_seconds"}: how long a new master password takes
-                   to apply (status "resetting-master-credentials"; default 5)
+                   to apply (status "resetting-master-credentials"; default 3)
 
 With ``--rds-dir DIR``, moto's RDS is tied to real PostgreSQL servers
 (``registry_sandbox.pg``): every postgres DB instance moto holds (made by
@@ -144,7 +144,7 @@ _resets: dict[str, int] = {}
 _snapshot_jobs: dict[str, str] = {}
 #: Every dump taken: {"instance", "time" (epoch), "path", "snapshot", "master_user", "master_password", "db_name"}.
 _dumps: list[dict[str, Any]] = []
-_settings: dict[str, float] = {"password_reset_seconds": 5.0}
+_settings: dict[str, float] = {"password_reset_seconds": 3.0}
 #: The dump a restore running in this thread loads into the instance it creates.
 _restoring = threading.local()
 WAIT_READY = 120.0
