@@ -239,7 +239,8 @@ class Sandbox:
         assert state.engine is not None and state.aws is not None
         if engine_started:
             engine_mod.wait_engine(state.engine)
-        if engine_mod.ensure_images(state.engine, tarball, digest):
+        images_changed = engine_mod.ensure_images(state.engine, tarball, digest)
+        if images_changed:
             log.info(f"stand-in images imported into host {shape.name}'s engine")
         state.images = digest
 
@@ -260,7 +261,7 @@ class Sandbox:
         # The registry folder. env/registry is written when new (fresh secrets) or when
         # AWS was provisioned anew (its key, bucket and database changed); otherwise it
         # is left as it is: the tool may have rotated its key.
-        recreate = engine_started
+        recreate = engine_started or images_changed  # containers of older images are replaced too
         if fresh_key or not layout.env_file.exists():
             key = fresh_key or Host(self, state).ensure_key(None)
             home_mod.write_env_files(layout, state, user, *key)
