@@ -248,14 +248,14 @@ def _endpoint(self: DBInstance) -> dict[str, Any] | None:
         known = _endpoints.get(self.db_instance_identifier)
         ready = self.db_instance_identifier in _ready
     if known is None:
-        return _moto_endpoint.fget(self)  # type: ignore[attr-defined,no-any-return]
+        return _moto_endpoint.fget(self)  # type: ignore[attr-defined]
     return {"Address": known[0], "Port": known[1]} if ready else None
 
 
 def _address(self: DBInstance) -> str:
     with _lock:
         known = _endpoints.get(self.db_instance_identifier)
-    return known[0] if known else _moto_address.fget(self)  # type: ignore[attr-defined,no-any-return]
+    return known[0] if known else _moto_address.fget(self)  # type: ignore[attr-defined]
 
 
 DBInstance.endpoint = property(_endpoint)  # type: ignore[assignment,method-assign]
@@ -585,8 +585,8 @@ def main() -> None:
     os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto_server does
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.rds_dir:
-        _rds_dir[0] = Path(args.rds_dir)
-        _clean_rds_dir(_rds_dir[0])
+        _rds_dir[0] = folder = Path(args.rds_dir)
+        _clean_rds_dir(folder)
 
     def stop(*_: Any) -> None:
         _stop_servers()
