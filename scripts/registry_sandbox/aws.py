@@ -32,13 +32,16 @@ REGION = "us-east-1"
 BOOTSTRAP = ("sandbox-admin", "sandbox-admin")
 OPERATOR = "quilt-operator"
 #: What a host's moto holds and how it runs; a host provisioned by an older sandbox
-#: (without the database, or with plain ``moto_server``) is restarted and provisioned anew.
-AWS_VERSION = 2
+#: (without the database, with plain ``moto_server``, or with RDS not tied to real
+#: PostgreSQL servers) is restarted and provisioned anew.
+AWS_VERSION = 3
 #: The stack's database (the real template's logical ID is not published; quilt-ops finds
 #: the database by its type, AWS::RDS::DBInstance).
 DB_RESOURCE = "RegistryDatabase"
 #: Days of automated backups the sandbox's database keeps (the baseline).
 BACKUP_RETENTION_DAYS = 7
+#: Seconds a new master password takes to apply (RDS: a minute or two; the baseline is short).
+PASSWORD_RESET_SECONDS = 3.0
 
 # The real template's inline policy of RegistryUser.
 REGISTRY_POLICY_NAME = "RegistryUserS3Access"
@@ -55,17 +58,17 @@ REGISTRY_POLICY = {
 }
 
 
-def stack_template(stack: str) -> dict[str, Any]:
+def stack_template(stack: str, db_password: str) -> dict[str, Any]:
     """The CloudFormation template of the sandbox stack: the parts of the real one the tool meets.
 
     RegistryUser gets the name CloudFormation would give it, ``<stack>-RegistryUser-<13
     characters>`` (moto's own generated names have 12). The database is an
     ``AWS::RDS::DBInstance`` that moto's CloudFormation creates in its RDS (named
-    ``<stack>-<logical id>-<random>`` in lower case, as CloudFormation names it).
+    ``<stack>-<logical id>-<random>`` in lower case, as CloudFormation names it), whose
+    master password is ``db_password`` (the deploy-time ``DBPassword``, the one in env/registry).
     """
     alphabet = string.ascii_uppercase + string.digits
     user_name = f"{stack}-RegistryUser-" + "".join(secrets.choice(alphabet) for _ in range(13))
-    db_password = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(24))
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "Quilt Teams Registry (quilt-ops sandbox)",
@@ -82,6 +85,7 @@ def stack_template(stack: str) -> dict[str, Any]:
                     "DBInstanceClass": "db.t3.small",
                     "AllocatedStorage": "20",
                     "MasterUsername": "quilt",
+                    "DBName": "quilt",
                     "MasterUserPassword": db_password,
                     "BackupRetentionPeriod": BACKUP_RETENTION_DAYS,
                     "Port": 5432,
@@ -124,7 +128,9 @@ def start_aws(layout: Layout, moto_port: int, proxy_port: int) -> AwsState:
     layout.aws_faults.write_text("{}")
     env = clean_env()
     # moto runs with the host's aws folder as cwd: that is how a sweep finds it without its pid.
-    moto = _spawn([*moto_server(), "-H", "127.0.0.1", "-p", str(moto_port)], root / "moto.log", root, env)
+    # moto's RDS instances are real PostgreSQL servers, kept in the host's rds folder.
+    argv = [*moto_server(), "-H", "127.0.0.1", "-p", str(moto_port), "--rds-dir", str(layout.rds)]
+    moto = _spawn(argv, root / "moto.log", root, env)
     proxy = _spawn(
         [sys.executable, str(FILES / "aws_proxy.py"), str(proxy_port), str(moto_port), str(layout.aws_faults)],
         root / "proxy.log",
@@ -180,11 +186,12 @@ def client(aws: AwsState, service: str, **kw: Any) -> Any:
 # ----------------------------------------------------------------------------- provisioning
 
 
-def provision(aws: AwsState, stack: str) -> tuple[str, str]:
+def provision(aws: AwsState, stack: str, db_password: str) -> tuple[str, str]:
     """Creates the stack and the users in a fresh moto, then switches moto's IAM auth on.
 
-    Fills ``aws`` (stack, RegistryUser's name, bucket, operator key) and returns
-    RegistryUser's first access key (id, secret): the one written into env/registry.
+    Fills ``aws`` (stack, RegistryUser's name, bucket, operator key, the database and
+    its endpoint, once its server answers) and returns RegistryUser's first access key
+    (id, secret): the one written into env/registry.
     """
     import boto3
 
@@ -195,7 +202,7 @@ def provision(aws: AwsState, stack: str) -> tuple[str, str]:
         "aws_secret_access_key": BOOTSTRAP[1],
     }
     cfn, iam, s3 = (boto3.client(name, **kw) for name in ("cloudformation", "iam", "s3"))
-    cfn.create_stack(StackName=stack, TemplateBody=json.dumps(stack_template(stack)))
+    cfn.create_stack(StackName=stack, TemplateBody=json.dumps(stack_template(stack, db_password)))
     resources = {
         r["LogicalResourceId"]: r["PhysicalResourceId"]
         for r in cfn.describe_stack_resources(StackName=stack)["StackResources"]
@@ -216,6 +223,7 @@ def provision(aws: AwsState, stack: str) -> tuple[str, str]:
         ),
     )
     operator = iam.create_access_key(UserName=OPERATOR)["AccessKey"]
+    aws.db_address, aws.db_port = wait_db_instance(boto3.client("rds", **kw), db)
     # From here on moto checks every request's signature and IAM policies, as AWS
     # does (it evaluates IAM actions against resource "*", and does not refuse
     # Inactive keys; deleted keys and missing permissions are refused).
@@ -226,6 +234,20 @@ def provision(aws: AwsState, stack: str) -> tuple[str, str]:
     aws.stack, aws.iam_user, aws.bucket, aws.db_instance = stack, user, bucket, db
     aws.operator_key_id, aws.operator_secret = operator["AccessKeyId"], operator["SecretAccessKey"]
     return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+def wait_db_instance(rds: Any, identifier: str, timeout: float = 90) -> tuple[str, int]:
+    """Waits until the instance's server is up ("available"); its endpoint (address, port)."""
+    found: dict[str, Any] = {}
+
+    def available() -> bool:
+        found.update(rds.describe_db_instances(DBInstanceIdentifier=identifier)["DBInstances"][0])
+        if found["DBInstanceStatus"] == "failed":
+            raise SandboxError(f"the database server of {identifier} did not come up (see the host's aws/moto.log)")
+        return found["DBInstanceStatus"] == "available" and bool(found.get("Endpoint"))
+
+    wait_for(f"DB instance {identifier}", available, timeout, interval=0.2)
+    return found["Endpoint"]["Address"], int(found["Endpoint"]["Port"])
 
 
 # ----------------------------------------------------------------------------- states of the AWS side
@@ -241,6 +263,7 @@ STATES = (
     "db_stopped",
     "extra_policy",
     "attached_policy",
+    "password_reset_seconds",
 )
 
 
@@ -279,6 +302,7 @@ def set_state(aws: AwsState, layout: Layout, key_id: str = "", **changes: Any) -
     db_stopped True         the database is stopped (StopDBInstance)
     extra_policy DOC        RegistryUser gets a second inline policy, ``extra`` (PutUserPolicy)
     attached_policy DOC     RegistryUser gets a managed policy attached (CreatePolicy, AttachUserPolicy)
+    password_reset_seconds  a new master password takes that long to apply (sandbox API)
     """
     from datetime import datetime, timedelta, timezone
 
@@ -299,6 +323,8 @@ def set_state(aws: AwsState, layout: Layout, key_id: str = "", **changes: Any) -
         )
     if "snapshot_seconds" in changes:
         sandbox_api(aws, "snapshot-seconds", seconds=float(changes["snapshot_seconds"]))
+    if "password_reset_seconds" in changes:
+        sandbox_api(aws, "rds-settings", password_reset_seconds=float(changes["password_reset_seconds"]))
     if "versioning" in changes:
         client(aws, "s3").put_bucket_versioning(
             Bucket=aws.bucket, VersioningConfiguration={"Status": changes["versioning"]}
@@ -333,6 +359,7 @@ def restore_baseline(aws: AwsState, layout: Layout) -> bool:
     if not marker.exists():
         return False
     sandbox_api(aws, "snapshot-seconds", seconds=0)
+    sandbox_api(aws, "rds-settings", password_reset_seconds=PASSWORD_RESET_SECONDS)
     sandbox_api(aws, "stack-status", stack_name=aws.stack, status="CREATE_COMPLETE")
     sandbox_api(aws, "db-instance", db_instance_identifier=aws.db_instance, latest_restorable_time=None)
     rds = client(aws, "rds")
@@ -343,7 +370,8 @@ def restore_baseline(aws: AwsState, layout: Layout) -> bool:
         rds.modify_db_instance(
             DBInstanceIdentifier=aws.db_instance, BackupRetentionPeriod=BACKUP_RETENTION_DAYS, ApplyImmediately=True
         )
-    manual = rds.describe_db_snapshots(DBInstanceIdentifier=aws.db_instance, SnapshotType="manual")["DBSnapshots"]
+    delete_other_instances(aws)
+    manual = rds.describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
     for snapshot in manual:
         rds.delete_db_snapshot(DBSnapshotIdentifier=snapshot["DBSnapshotIdentifier"])
     client(aws, "s3").put_bucket_versioning(Bucket=aws.bucket, VersioningConfiguration={"Status": "Enabled"})
@@ -361,6 +389,19 @@ def restore_baseline(aws: AwsState, layout: Layout) -> bool:
             iam.delete_access_key(UserName=aws.iam_user, AccessKeyId=key["AccessKeyId"])
     marker.unlink(missing_ok=True)
     return True
+
+
+def delete_other_instances(aws: AwsState) -> list[str]:
+    """Deletes the DB instances other than the stack's (restored ones): their servers go with them."""
+    rds = client(aws, "rds")
+    others = [
+        d["DBInstanceIdentifier"]
+        for d in rds.describe_db_instances()["DBInstances"]
+        if d["DBInstanceIdentifier"] != aws.db_instance
+    ]
+    for identifier in others:
+        rds.delete_db_instance(DBInstanceIdentifier=identifier, SkipFinalSnapshot=True, DeleteAutomatedBackups=True)
+    return others
 
 
 # ----------------------------------------------------------------------------- proxy faults

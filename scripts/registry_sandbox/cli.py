@@ -82,6 +82,7 @@ def cmd_status(sandbox: Sandbox, args: argparse.Namespace) -> int:
     ok = (
         info["docker"]["ok"]
         and info["aws"]["ok"]
+        and info["database"]["ok"]
         and all(s["ok"] for s in info["sshd"])
         and info["containers"]
         and info["registry"]
@@ -99,6 +100,8 @@ def cmd_status(sandbox: Sandbox, args: argparse.Namespace) -> int:
     sshds = ", ".join(f"{alias} :{s['port']}" for alias, s in zip(host.aliases, info["sshd"], strict=True))
     print(f"sshd       {word(all(s['ok'] for s in info['sshd']))} {sshds}")
     print(f"aws        {word(info['aws']['ok'])} {info['aws']['endpoint']} (stack {info['aws']['stack']})")
+    db = info["database"]
+    print(f"database   {word(db['ok'])} {db['endpoint']} (DB instance {db['instance']}, PostgreSQL)")
     print(f"containers {word(info['containers'])} {', '.join(host.containers.values())}")
     print(f"registry   {word(info['registry'])} {host.probes['registry']}")
     print(f"catalog    {word(info['catalog'])} {host.probes['catalog']}")

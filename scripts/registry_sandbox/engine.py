@@ -8,7 +8,8 @@ ports, mounts) is cleaned up and a fresh dockerd is started on the same socket.
 
 The dockerd runs without a bridge, iptables or masquerading: the containers use
 the host network (``--network host``) and bind to 127.0.0.1 only. Images are
-imported from one busybox-static root file system (``docker import``), never pulled.
+imported from one busybox-static root file system (``docker import``), never pulled;
+it also holds psql and the libraries it loads (the stand-ins' database client).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from . import pg
 from .state import EngineState, Layout
 from .util import (
     SandboxError,
@@ -225,12 +227,32 @@ def clean_dead_engine(root: Path) -> None:
 # ----------------------------------------------------------------------------- images
 
 
+def psql_files() -> list[Path]:
+    """psql (PostgreSQL's client, the registry's libpq) and the shared libraries it loads, by ldd.
+
+    busybox is static; psql is not: the registry stand-in's image carries psql with its
+    libraries and the dynamic loader at their own paths, so that the stand-in reaches
+    the database with libpq, as the registry (psycopg2) does.
+    """
+    psql = pg.bindir() / "psql"
+    listed = run(["ldd", str(psql)], timeout=30).stdout
+    files = [psql]
+    for line in listed.splitlines():
+        words = line.split()
+        path = words[2] if len(words) >= 3 and words[1] == "=>" else words[0] if words else ""
+        if path.startswith("/"):
+            files.append(Path(path))
+    return files
+
+
 def rootfs_digest() -> str:
-    """Digest of what goes into the images: the stand-in programs and busybox itself."""
+    """Digest of what goes into the images: the stand-in programs, busybox and psql with its libraries."""
     h = hashlib.sha256()
     for path in sorted((FILES / "image").iterdir()):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     h.update(Path("/bin/busybox").read_bytes())
+    for path in psql_files():
+        h.update(str(path).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -271,6 +293,14 @@ def build_rootfs(folder: Path) -> tuple[Path, str]:
     for name in ("registry-serve", "flask", "create_admin", "nginx-serve", "catalog-serve"):
         shutil.copy2(image_files / name, rootfs / "usr/local/bin" / name)
         (rootfs / "usr/local/bin" / name).chmod(0o755)
+    (rootfs / "usr/local/lib").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(image_files / "db.sh", rootfs / "usr/local/lib/db.sh")
+    psql, *libraries = psql_files()
+    shutil.copy(psql, rootfs / "usr/local/bin/psql")
+    for library in libraries:  # at the path ldd names (the loader's search path), content copied
+        target = rootfs / library.relative_to("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(library, target)
     shutil.copy2(image_files / "registry-app", rootfs / "www/cgi-bin/registry")
     (rootfs / "www/cgi-bin/registry").chmod(0o755)
     shutil.copy2(image_files / "index.html", rootfs / "catalog/index.html")

@@ -175,6 +175,8 @@ def values(layout: Layout, state: HostState) -> dict[str, object]:
         "CATALOG_PORT": ports["catalog"],
         "UWSGI_PORT": ports["uwsgi"],
         "BUCKET": state.aws.bucket if state.aws else "",
+        "DB_HOST": state.aws.db_address if state.aws else "",
+        "DB_PORT": state.aws.db_port if state.aws else 5432,
     }
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from . import aws as aws_mod
 from . import engine as engine_mod
 from . import home as home_mod
+from . import pg
 from . import sshd as sshd_mod
 from .shapes import HostShape
 from .state import AwsState, EngineState, HostState, Layout
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 HOST_FAULTS = (
     "registry-unhealthy",
     "registry-healthy-only-with-key",
+    # Not read by the stand-ins: the database server the env file names is stopped (and started
+    # again when the fault is cleared); they meet it by failing to connect.
     "db-down",
     "start-fails",
     "start-fails-unless-key",
@@ -180,8 +183,9 @@ class Host:
         return self.layout.faults
 
     @property
-    def users_file(self) -> Path:
-        return self.layout.users_file
+    def users_file(self) -> UsersTable:
+        """The registry's users (the users table), read like the file it once was (``read_text``)."""
+        return UsersTable(self)
 
     @property
     def engine(self) -> EngineState:
@@ -364,6 +368,55 @@ class Host:
         uid = pwd.getpwnam(self.login_user).pw_uid
         return sorted(pid for pid, _, puid in processes() if puid == uid)
 
+    # -- the database -------------------------------------------------------------------------
+
+    def db_instances(self) -> list[pg.Instance]:
+        """The PostgreSQL servers of the host's RDS instances (the stack's and restored ones)."""
+        return pg.instances(self.layout.rds)
+
+    def stack_database(self) -> pg.Instance:
+        """The server of the stack's DB instance."""
+        instance = pg.Instance.load(self.layout.rds / self.db_instance)
+        if instance is None:
+            raise SandboxError(f"host {self.name}: no database server for {self.db_instance}: run up")
+        return instance
+
+    def env_database(self) -> pg.Instance:
+        """The server env/registry's SQLALCHEMY_DATABASE_URI names (else the stack's)."""
+        address, port = database_endpoint(self.env_text())
+        return pg.find(self.layout.rds, address, port) or self.stack_database()
+
+    def sql(self, text: str, instance: pg.Instance | None = None) -> str:
+        """Runs SQL as the superuser on the registry's database (env/registry's server unless told)."""
+        instance = instance or self.env_database()
+        try:
+            return pg.sql(instance, text, db=instance.db_name)
+        except pg.PgError as e:
+            raise SandboxError(f"host {self.name}: {e}") from None
+
+    def users(self, instance: pg.Instance | None = None) -> list[list[str]]:
+        """The registry's users as [name, email], oldest first ([] before the migration made the table)."""
+        instance = instance or self.env_database()
+        query = "SELECT name || ' ' || email FROM users ORDER BY id" if self.users_table(instance) else ""
+        return [line.split(" ", 1) for line in self.sql(query, instance).splitlines() if line] if query else []
+
+    def users_table(self, instance: pg.Instance | None = None) -> bool:
+        instance = instance or self.env_database()
+        return self.sql("SELECT to_regclass('public.users') IS NOT NULL", instance).strip() == "t"
+
+    def database_running(self, instance: pg.Instance | None = None) -> bool:
+        return pg.running(Path((instance or self.env_database()).folder))
+
+    def stop_database(self, instance: pg.Instance | None = None) -> None:
+        """Stops a database server (env/registry's by default): the ``db-down`` fault."""
+        pg.stop(Path((instance or self.env_database()).folder))
+
+    def start_database(self, instance: pg.Instance | None = None) -> None:
+        try:
+            pg.start(Path((instance or self.env_database()).folder))
+        except pg.PgError as e:
+            raise SandboxError(f"host {self.name}: {e}") from None
+
     # -- faults ----------------------------------------------------------------------------
 
     def set_fault(self, name: str, value: str = "") -> None:
@@ -374,14 +427,21 @@ class Host:
         tmp.write_text(str(value))
         tmp.chmod(0o644)
         tmp.replace(path)
+        if name == "db-down":
+            self.stop_database()
 
     def clear_fault(self, name: str) -> None:
         if name not in HOST_FAULTS:
             raise SandboxError(f"unknown fault {name!r}; one of: {', '.join(HOST_FAULTS)}")
-        (self.faults_dir / name).unlink(missing_ok=True)
+        path = self.faults_dir / name
+        if name == "db-down" and path.exists():
+            self.start_database()
+        path.unlink(missing_ok=True)
 
     def clear_faults(self) -> None:
         for path in self.faults_dir.iterdir():
+            if path.name in HOST_FAULTS:
+                self.clear_fault(path.name)
             path.unlink(missing_ok=True)
 
     def faults(self) -> dict[str, str]:
@@ -535,10 +595,11 @@ class Host:
         engine_mod.stop_engine(self.layout, self.state.engine, kill=kill)
 
     def parts_alive(self) -> bool:
-        """dockerd, moto and the proxy, every sshd: alive and answering."""
+        """dockerd, moto and the proxy, every sshd: alive and answering; the stack's database made."""
         return (
             engine_mod.engine_alive(self.state.engine)
             and aws_mod.aws_alive(self.state.aws)
+            and pg.Instance.load(self.layout.rds / self.aws.db_instance) is not None
             and len(self.state.sshd) == 1 + self.shape.aliases
             and all(sshd_mod.sshd_alive(s) for s in self.state.sshd)
         )
@@ -578,10 +639,24 @@ class Host:
                 if path.name.startswith(LEFTOVER_PREFIXES):
                     shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
             aws_mod.restore_baseline(self.aws, layout)
+            self._database_baseline()
             key = self.ensure_key(home_mod.env_key(self.env_text()))
             home_mod.write_env_files(layout, state, user, *key)
             if not self._runs_as_written():
                 start_containers(self)
+
+    def _database_baseline(self) -> None:
+        """The stack's database server running with the baseline master password; no other instance."""
+        others = [i for i in self.db_instances() if Path(i.folder).name != self.db_instance]
+        if others:
+            aws_mod.delete_other_instances(self.aws)
+        stack = self.stack_database()
+        if not pg.running(Path(stack.folder)):
+            self.start_database(stack)
+        try:
+            pg.set_password(stack, self.state.secrets["DB_PASSWORD"])
+        except pg.PgError as e:
+            raise SandboxError(f"host {self.name}: {e}") from None
 
     def kill_leftover_processes(self) -> list[int]:
         """Kills the login user's processes and what they started (sudo, docker clients), sparing
@@ -621,6 +696,12 @@ class Host:
                 "iam_user": aws.iam_user if aws else None,
                 "bucket": aws.bucket if aws else None,
             },
+            "database": {
+                "ok": bool(aws and pg.Instance.load(self.layout.rds / aws.db_instance))
+                and self.database_running(self.stack_database()),
+                "endpoint": f"{aws.db_address}:{aws.db_port}" if aws else None,
+                "instance": aws.db_instance if aws else None,
+            },
             "containers": engine_ok and self.containers_running(),
             "registry": http_ok(f"http://127.0.0.1:{self.ports['registry']}/healthcheck", "ok"),
             "catalog": http_ok(f"http://127.0.0.1:{self.ports['catalog']}/"),
@@ -635,6 +716,33 @@ class Host:
             "known_hosts": str(self.known_hosts),
             "faults": sorted(self.faults()),
         }
+
+
+class UsersTable:
+    """The users table read like the file the stand-in once kept: ``name email`` lines."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def exists(self) -> bool:
+        return self.host.users_table()
+
+    def read_text(self) -> str:
+        return "".join(f"{name} {email}\n" for name, email in self.host.users())
+
+
+def database_endpoint(env_text: str) -> tuple[str, int]:
+    """(host, port) of the last SQLALCHEMY_DATABASE_URI of an env file's text (("", 0) when none)."""
+    uri = ""
+    for line in env_text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip() == "SQLALCHEMY_DATABASE_URI":
+            uri = value.strip()
+    netloc = uri.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host, sep, port = netloc.rpartition(":")
+    if not sep:
+        return netloc, 5432
+    return host, int(port) if port.isdigit() else 0
 
 
 # ----------------------------------------------------------------------------- shared with sandbox.py

@@ -6,7 +6,8 @@ Layout of the root folder (``$QUILT_OPS_SANDBOX_DIR``, default /tmp/quilt-ops-sa
     state.json           SandboxState (the images' root file system)
     images/              rootfs-<digest>.tar, imported into every host's engine
     hosts/<name>/        one host: state.json, docker/, aws/, ssh/, home/<user>/,
-                         faults/, db/, settings/, ssh_config, known_hosts, fabric.yaml
+                         faults/, db/, rds/ (the PostgreSQL servers of its RDS instances),
+                         settings/, ssh_config, known_hosts, fabric.yaml
 
 Two processes may bring up two different hosts at once (pytest-xdist workers):
 steps that touch shared things (apt, the root folder, the images' build, system
@@ -24,6 +25,7 @@ from pathlib import Path
 from . import aws as aws_mod
 from . import engine as engine_mod
 from . import home as home_mod
+from . import pg
 from . import sshd as sshd_mod
 from .host import Host, fabric_config_text, start_containers
 from .shapes import MAIN, HostShape
@@ -237,24 +239,29 @@ class Sandbox:
         assert state.engine is not None and state.aws is not None
         if engine_started:
             engine_mod.wait_engine(state.engine)
-        if engine_mod.ensure_images(state.engine, tarball, digest):
+        images_changed = engine_mod.ensure_images(state.engine, tarball, digest)
+        if images_changed:
             log.info(f"stand-in images imported into host {shape.name}'s engine")
         state.images = digest
 
-        fresh_key: tuple[str, str] | None = None
-        if aws_started:
-            aws_mod.wait_aws(state.aws)
-            fresh_key = aws_mod.provision(state.aws, shape.stack)
-            save()
-            log.info(f"host {shape.name}: moto on 127.0.0.1:{state.aws.moto_port}, AWS endpoint {state.aws.endpoint}")
-
-        # The registry folder. env/registry is written when new (fresh secrets) or when
-        # AWS was provisioned anew (its key and bucket changed); otherwise it is left as
-        # it is: the tool may have rotated its key.
+        # The env file's secrets, the database's master password among them (the stack is made with it).
         if not state.secrets:
             state.secrets = home_mod.new_secrets()
             save()
-        recreate = engine_started
+        fresh_key: tuple[str, str] | None = None
+        if aws_started:
+            aws_mod.wait_aws(state.aws)
+            fresh_key = aws_mod.provision(state.aws, shape.stack, state.secrets["DB_PASSWORD"])
+            save()
+            log.info(
+                f"host {shape.name}: moto on 127.0.0.1:{state.aws.moto_port}, AWS endpoint {state.aws.endpoint}, "
+                f"database {state.aws.db_address}:{state.aws.db_port}"
+            )
+
+        # The registry folder. env/registry is written when new (fresh secrets) or when
+        # AWS was provisioned anew (its key, bucket and database changed); otherwise it
+        # is left as it is: the tool may have rotated its key.
+        recreate = engine_started or images_changed  # containers of older images are replaced too
         if fresh_key or not layout.env_file.exists():
             key = fresh_key or Host(self, state).ensure_key(None)
             home_mod.write_env_files(layout, state, user, *key)
@@ -317,7 +324,9 @@ class Sandbox:
                 except SandboxError:
                     pass
             sshd_mod.stop_sshds(state)
-            aws_mod.stop_aws(state.aws)
+            aws_mod.stop_aws(state.aws)  # moto stops its database servers
+        for instance in pg.instances(folder / "rds"):  # and whatever a killed moto left
+            pg.stop(Path(instance.folder))
             engine_mod.stop_engine(layout, state.engine, timeout=30)
         for user_name in users:
             entry = home_mod.user_entry(user_name)

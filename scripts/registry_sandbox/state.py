@@ -77,8 +77,10 @@ class AwsState:
     bucket: str = ""
     operator_key_id: str = ""
     operator_secret: str = ""
-    #: The stack's RDS instance (its physical ID).
+    #: The stack's RDS instance (its physical ID), and its endpoint (a real PostgreSQL server).
     db_instance: str = ""
+    db_address: str = ""
+    db_port: int = 0
     #: ``aws.AWS_VERSION`` of the sandbox that started it (1: before the database).
     version: int = 1
 
@@ -184,7 +186,8 @@ class Layout:
         self.catalog_env = self.env_dir / "catalog"
         self.faults = self.dir / "faults"
         self.db = self.dir / "db"
-        self.users_file = self.db / "users"
+        #: The RDS instances' PostgreSQL servers (one folder each) and their dumps.
+        self.rds = self.dir / "rds"
         #: Shape settings the stand-in programs read (mounted read-only at /sandbox).
         self.settings = self.dir / "settings"
         self.ssh_config = self.dir / "ssh_config"

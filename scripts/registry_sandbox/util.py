@@ -186,6 +186,7 @@ def cmdline(pid: int) -> str:
 
 #: The programs the sandbox starts (sshd shows up as "sshd:" once it has renamed itself).
 DAEMONS = (
+    "postgres",
     "dockerd",
     "containerd",
     "containerd-shim",

@@ -110,7 +110,8 @@ def test_bucket_from_the_stack_when_the_env_file_names_none(host, aws):
         ({"versioning": "Suspended"}, "WARNING", 1, "bucket", "versioning is suspended"),
         ({"retention_days": 0}, "WARNING", 1, "db", "automated backups are off (backup retention 0 days)"),
         ({"restorable_lag_seconds": 7200}, "WARNING", 1, "db", "latest restorable time is 2h00m old"),
-        ({"db_stopped": True}, "WARNING", 1, "db", "the database is stopped"),
+        # The server is really stopped: the registry's health check, which queries it, fails too (exit 2).
+        ({"db_stopped": True}, "WARNING", 2, "db", "the database is stopped"),
         ({"stack_status": "UPDATE_ROLLBACK_FAILED"}, "CRITICAL", 2, "stack", "is UPDATE_ROLLBACK_FAILED"),
         ({"stack_status": "ROLLBACK_COMPLETE"}, "CRITICAL", 2, "stack", "is ROLLBACK_COMPLETE"),
     ],
@@ -126,6 +127,8 @@ def test_each_check_fails(host, aws, state, status, code, which, words):
     assert check["status"] == status and words in check["summary"], check
     others = [c for n, c in found.items() if n != names(host)[which] and c["status"] != "OK"]
     assert others == []
+    if state.get("db_stopped"):
+        assert checks_of(result)["probe registry"]["status"] == "CRITICAL"
 
 
 def test_key_max_age_days_setting(host, aws, tmp_path):
