@@ -44,6 +44,7 @@ from .masking import Masker, printable
 from .remote import Target
 from .reporting import Reporter
 from .rotation_plan import Deletion, Key, Plan, Resume, ResumeDecision
+from .sh import Exit
 from .status import ExitStatus
 
 
@@ -215,16 +216,17 @@ class Rotation:
         self.journal = current
         s = self.script()
         s.add(
-            hostfiles.write_text_command(self.journal_name, current.to_json(), self.settings.env_file) + " || exit 40"
+            hostfiles.write_text_command(self.journal_name, current.to_json(), self.settings.env_file)
+            + f" || exit {Exit.JOURNAL_NOT_SAVED.value}"
         )
         if extra:
             s.add(extra)
         s.end()
         output, code, stderr = self.run_script(s, what, stdin=stdin)
-        if code == 40:
+        if code == Exit.JOURNAL_NOT_SAVED:
             raise hostfiles.HostFileError(
                 f"cannot write the rotation journal {self.journal_name} on {self.host}: "
-                f"{hostfiles.describe_failure(27, stderr)}"
+                f"{hostfiles.describe_failure(Exit.WRITE, stderr)}"
             )
         return output, code, stderr
 
@@ -566,13 +568,13 @@ class Rotation:
             self.journal = self.journal.at(self.journal.step, written_sha256=hashlib.sha256(content).hexdigest())
             extra = "\n".join(
                 [
-                    hostfiles.backup_command(name, self.backup_name) + " || exit 41",
+                    hostfiles.backup_command(name, self.backup_name) + f" || exit {Exit.BACKUP_FAILED.value}",
                     hostfiles.replace_command(
                         name, len(content), state.env.mode, hashlib.sha256(state.env.content).hexdigest()
                     )
                     + " || exit $?",
                     hostfiles.write_text_command(self.journal_name, self.journal.at("written").to_json(), name)
-                    + " || exit 42",
+                    + f" || exit {Exit.JOURNAL_NOT_UPDATED.value}",
                 ]
             )
             try:
@@ -592,10 +594,10 @@ class Rotation:
             except (ConnectionLost, RemoteTimeout) as e:
                 # It may have got as far as the rename: only the host's key tells, so the next run decides.
                 raise self.unfinished(f"{e} while writing {name}", self.journal.old_key_id, new.id) from None
-            if code in (41, *hostfiles.FAILURES):
+            if code in (Exit.BACKUP_FAILED, *hostfiles.FAILURES):
                 # The replace is atomic: the env file is untouched. Undo the key.
                 why = hostfiles.describe_failure(code, stderr)
-                what = "back up" if code == 41 else "write"
+                what = "back up" if code == Exit.BACKUP_FAILED else "write"
                 self.abandon(self.journal.iam_user, new.id)
                 raise RotationFailed(
                     f"cannot {what} {name} on {self.host}: {why}; the new key was deleted and the host was not changed"
@@ -739,7 +741,7 @@ class Rotation:
         if code != 0:
             why = (
                 "it changed since the rotation wrote it (edited meanwhile?)"
-                if code == 28
+                if code == Exit.CHANGED
                 else hostfiles.describe_failure(code, stderr)
             )
             raise QuiltError(f"cannot restore {self.settings.env_file} from its backup on {self.host}: {why}")

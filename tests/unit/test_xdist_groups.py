@@ -42,7 +42,19 @@ def test_a_group_runs_on_one_worker(tmp_path: Path) -> None:
     (tmp_path / "test_loose.py").write_text(LOOSE)
     log = tmp_path / "workers.log"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", "3", "--dist", "loadgroup", "-p", "no:cacheprovider", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            "3",
+            "--dist",
+            "loadgroup",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path),
+        ],
         cwd=tmp_path,
         env={"WORKERS_LOG": str(log), "PATH": "/usr/bin:/bin"},
         capture_output=True,
