@@ -36,7 +36,7 @@ from .config import Settings
 from .envfile import BUCKET, KEY_ID, EnvFile, EnvFileError
 from .errors import ConnectionLost, NotStarted, QuiltError, Refused, RemoteTimeout
 from .hostfiles import Access, RemoteFile
-from .journal import Journal, JournalUnreadable
+from .journal import Journal, JournalUnreadable, Step
 from .keys import AwsError, KeyStore, NewKey, VerifyRefused, VerifyTimeout
 from .local import again
 from .lock import HostLock, who_am_i
@@ -489,7 +489,7 @@ class Rotation:
             raise RotationFailed(f"{e}; nothing was changed") from None
         started = datetime.now(timezone.utc).replace(microsecond=0)
         record = Journal(
-            step="creating",
+            step=Step.CREATING,
             iam_user=user,
             old_key_id=plan.old_key.id,
             started=started,
@@ -517,7 +517,7 @@ class Rotation:
             self.allowed.add(new.id)
             self.audit["new_key_id"] = new.id
         try:
-            self.save_journal(record.at("created", new_key_id=new.id, new_key_created=new.created))
+            self.save_journal(record.at(Step.CREATED, new_key_id=new.id, new_key_created=new.created))
         except (hostfiles.HostFileError, ConnectionLost, shell.NotRun) as e:
             self.abandon(user, new.id)
             raise RotationFailed(f"{e}; the new key was deleted and the host was not changed") from None
@@ -573,13 +573,13 @@ class Rotation:
                         name, len(content), state.env.mode, hashlib.sha256(state.env.content).hexdigest()
                     )
                     + " || exit $?",
-                    hostfiles.write_text_command(self.journal_name, self.journal.at("written").to_json(), name)
+                    hostfiles.write_text_command(self.journal_name, self.journal.at(Step.WRITTEN).to_json(), name)
                     + f" || exit {Exit.JOURNAL_NOT_UPDATED.value}",
                 ]
             )
             try:
                 _, code, stderr = self.save_journal(
-                    self.journal.at("writing"), extra=extra, stdin=content, what=f"writing {name}"
+                    self.journal.at(Step.WRITING), extra=extra, stdin=content, what=f"writing {name}"
                 )
             except hostfiles.HostFileError as e:
                 self.abandon(self.journal.iam_user, new.id)
@@ -602,7 +602,7 @@ class Rotation:
                 raise RotationFailed(
                     f"cannot {what} {name} on {self.host}: {why}; the new key was deleted and the host was not changed"
                 )
-            self.journal = self.journal.at("written")
+            self.journal = self.journal.at(Step.WRITTEN)
             if code != 0:
                 # The file is replaced but the journal's last word failed: the next run reads the host's key.
                 raise self.unfinished(
@@ -645,7 +645,7 @@ class Rotation:
         assert self.journal is not None
         with self.step("retire"):
             try:
-                self.save_journal(self.journal.at("retiring"))
+                self.save_journal(self.journal.at(Step.RETIRING))
                 old = Deletion(old_key_id, "the rotated host no longer uses it", deactivate_first=True)
                 self.allowed.add(old_key_id)
                 if keep_old:
@@ -750,7 +750,7 @@ class Rotation:
     def undo(self, old_key_id: str, new_key_id: str, host_key: str | None) -> None:
         """Puts the old file back, recreates the containers on it, deletes the new key."""
         assert self.journal is not None and self.iam_user is not None
-        self.save_journal(self.journal.at("rolling-back"))
+        self.save_journal(self.journal.at(Step.ROLLING_BACK))
         self.reporter.step("rolling back")
         if host_key != old_key_id:
             self.restore_old_file(old_key_id)
