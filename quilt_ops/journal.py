@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
 
+from .errors import QuiltError
+
 VERSION = 2
 
 
@@ -56,6 +58,10 @@ RECORDED = (Step.CREATING, Step.CREATED, Step.WRITING, Step.WRITTEN, Step.RETIRI
 STEPS = tuple(s.value for s in RECORDED)
 USER_NAME = re.compile(r"[\w+=,.@-]{1,64}")
 KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
+
+
+class JournalBehind(QuiltError):
+    """The env file was replaced but the journal's last word (step ``written``) was not written."""
 
 
 class JournalUnreadable(ValueError):

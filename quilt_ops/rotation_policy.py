@@ -20,7 +20,7 @@ from enum import Enum
 
 from .errors import ConnectionLost, NotStarted, Refused, RemoteTimeout
 from .hostfiles import HostFileError
-from .journal import Journal, Step
+from .journal import Journal, JournalBehind, Step
 from .keys import AwsError, VerifyRefused, VerifyTimeout
 from .shell import NotRun
 
@@ -78,6 +78,7 @@ def classify(error: BaseException) -> Failure:
     """The kind of a failure, from its exception (subclasses before their bases)."""
     kinds: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Failure], ...] = (
         (KeyboardInterrupt, Failure.INTERRUPTED),
+        (JournalBehind, Failure.JOURNAL_BEHIND),
         (NotStarted, Failure.NOT_STARTED),
         (ConnectionLost, Failure.CONNECTION_LOST),
         (NotRun, Failure.GUARD_STOPPED),
