@@ -822,7 +822,7 @@ class AwsLook:
         finally:
             self.close()
 
-    def _checks(
+    def _checks(  # noqa: C901, PLR0912 - one pass over IAM, the stack and S3 in order; to split with the identity rework (issue 18.1)
         self, fan: ThreadPoolExecutor, key_id: str | None, env_bucket: str | None, now: datetime
     ) -> list[Check]:
         out: list[Check] = []

@@ -219,7 +219,7 @@ def probe_check(name: str, url: str, result: ProbeResult | None, no_curl: bool =
     return check(ExitStatus.OK, f"HTTP {code} in {result.seconds or 0:.2f}s", details)
 
 
-def env_file_check(path: str, facts: EnvFileFacts | None) -> Check:
+def env_file_check(path: str, facts: EnvFileFacts | None) -> Check:  # noqa: C901 - pure decision table
     """Verdict on the env file: present, private, holding the key lines the registry reads."""
 
     def check(status: ExitStatus, summary: str, details: dict[str, object]) -> Check:

@@ -23,7 +23,9 @@ import secrets
 from dataclasses import dataclass
 from enum import Enum
 
+from . import sh
 from .errors import QuiltError
+from .sh import Exit
 from .shell import q
 
 
@@ -111,46 +113,9 @@ class RemoteFile:
 
 def access_script(path: str) -> str:
     """Shell lines that decide how files next to ``path`` are changed (``say access WAY [why...]``)
-    and define ``qfile`` accordingly.
-
-    Root never writes in a folder a user can change: a user there could swap a name for a
-    symbolic link between a check and a write, and make root write anywhere. So a user's
-    folder is written as that user (the login user itself, or through runuser or sudo),
-    and a root's folder as root; a folder others can write, a symlinked env file, or a
-    root-owned file in a user's folder is refused. The group may write the folder only when
-    it is the owner's own (user private groups).
-    """
-    f, d = q(path), q(posixpath.dirname(path) or ".")
-    return "\n".join(
-        [
-            'qfile() { "$@"; }; access() { qaccess=$1; say access "$@"; }',
-            f"if [ ! -d {d} ]; then access none nofolder",
-            f"elif [ -L {f} ]; then access none symlink",
-            "else",
-            f"  dm=$(stat -L -c %a -- {d}); du=$(stat -L -c %u -- {d}); dn=$(stat -L -c %U -- {d})",
-            f"  dg=$(stat -L -c %G -- {d}); fu=$du; fn=$dn",
-            f"  if [ -e {f} ]; then fu=$(stat -c %u -- {f}); fn=$(stat -c %U -- {f}); fi",
-            '  if [ $((0$dm & 2)) -ne 0 ] || { [ $((0$dm & 16)) -ne 0 ] && [ "$dg" != "$dn" ]; }; then',
-            '    access none open-folder "$dn" "$dm"',
-            '  elif [ "$du" = 0 ]; then',
-            '    if [ "$(id -u)" = 0 ]; then access sudo',
-            '    elif root_ok; then qfile() { as_root "$@"; }; access sudo',
-            "    else access none needs-sudo root; fi",
-            '  elif [ "$fu" != "$du" ]; then access none mixed "$dn" "$dm" "$fn"',
-            '  elif [ "$du" = "$(id -u)" ]; then',
-            f"    if [ -w {d} ] && [ -x {d} ]; then access direct",
-            '    elif root_ok; then qfile() { as_root "$@"; }; access sudo',  # the login user has root anyway
-            '    else access none readonly "$dn"; fi',
-            '  elif [ "$dn" = UNKNOWN ]; then access none no-name "$du"',
-            '  elif [ "$(id -u)" = 0 ]; then qfile() { runuser -u "$dn" -- "$@"; }; owner_can=qfile',
-            '  elif root_ok; then qfile() { as_root runuser -u "$dn" -- "$@"; }; owner_can=qfile',
-            '  else access none other-owner "$dn"; fi',
-            "fi",
-            # As the folder's owner, from here: a parent folder closed to that user hides it.
-            f'if [ "${{owner_can:-}}" = qfile ]; then owner_can=; if qfile test -w {d} -a -x {d} 2>/dev/null; '
-            'then access owner; else qfile() { "$@"; }; access none unreachable "$dn"; fi; fi',
-        ]
-    )
+    and define ``qfile`` accordingly (``sh/access.sh``, which says why root never writes in a
+    folder a user can change)."""
+    return f"{sh.load('access.sh')}quilt_access {q(path)} {q(posixpath.dirname(path) or '.')}"
 
 
 def stat_script(path: str, name: str) -> str:
@@ -169,101 +134,38 @@ def parse_stat(words: list[str]) -> tuple[int, int, int, str, str] | None:
     return mode & 0o7777, int(words[1]), int(words[2]), words[3][:32], words[4][:32]
 
 
-#: Run as root, the files quilt-ops leaves next to the env file take the env file's owner and
-#: group ($1 of `own`), before anything is written to them: a later run as that owner (over
-#: SSH) can use them, and a backup is never readable by anyone the env file is not.
-_OWN = r"""
-own() { ref=$1; shift; [ "$(id -u)" != 0 ] || [ ! -e "$ref" ] || chown --reference="$ref" -- "$@" 2>/dev/null; true; }
-"""
-
-#: New files are made with noclobber (``set -C``: fails on any name that exists, a planted
-#: symlink included) and then appended to. Together with the folder rule of `access_script`
-#: (root writes only in root's folders), nothing quilt-ops writes can be redirected.
-
-#: The last steps of a replace: the temp file $tmp takes $f's owner and group
-#: and the mode $mode, is synced and renamed over $f, and the folder is synced.
-_INSTALL = r"""
-if [ -e "$f" ]; then chown --reference="$f" -- "$tmp" 2>/dev/null || { rm -f -- "$tmp"; exit 24; }; fi
-chmod "$mode" -- "$tmp" || { rm -f -- "$tmp"; exit 25; }
-sync -- "$tmp" 2>/dev/null || sync
-mv -f -- "$tmp" "$f" || { rm -f -- "$tmp"; exit 26; }
-{ sync -- "$f" "$(dirname -- "$f")"; } 2>/dev/null || sync
-"""
-
-#: Replaces $1 with exactly $3 bytes from stdin, mode $4, keeping $1's owner and group; only
-#: if $1 still holds what was read (SHA-256 $5): an edit made meanwhile is never overwritten.
-#: Runs as the login user or, through qfile, as the folder's owner or root.
-_REPLACE = (
-    _OWN
-    + r"""
-set -u
-f=$1; tmp=$2; n=$3; mode=$4; was=$5
-umask 077
-command -v sha256sum >/dev/null 2>&1 || exit 29
-if [ "$(sha256sum < "$f" | cut -c1-64)" != "$was" ]; then exit 28; fi
-rm -f -- "$tmp"
-( set -C; : > "$tmp" ) || exit 21
-own "$f" "$tmp"
-cat >> "$tmp" || { rm -f -- "$tmp"; exit 22; }
-if [ "$(wc -c < "$tmp")" -ne "$n" ]; then rm -f -- "$tmp"; exit 23; fi
-"""
-    + _INSTALL
-)
-
-#: Copies $1 to the private backup $2 (0600, $1's owner), then syncs it.
-_BACKUP = (
-    _OWN
-    + r"""
-umask 077
-rm -f -- "$2" && ( set -C; : > "$2" ) && own "$1" "$2" && cat -- "$1" >> "$2" && chmod 600 -- "$2" &&
-  { sync -- "$2" 2>/dev/null || sync; }
-"""
-)
-
-#: Writes stdin to $1 atomically (0600; owned as $3, when given): for journals and notes,
-#: which hold no secret.
-_WRITE_PRIVATE = (
-    _OWN
-    + r"""
-umask 077
-tmp=$2
-rm -f -- "$tmp"
-( set -C; : > "$tmp" ) && own "${3:-}" "$tmp" && cat >> "$tmp" && mv -f -- "$tmp" "$1" || { rm -f -- "$tmp"; exit 27; }
-"""
-)
-
-#: What a failing step's exit code means.
-FAILURES = {
-    21: "cannot create a temp file",
-    22: "cannot write the temp file",
-    23: "the content arrived incomplete",
-    24: "cannot give the new file the original's owner",
-    25: "cannot set the mode",
-    26: "cannot rename the new file into place",
-    27: "cannot write the file",
-    28: "it changed since it was read (edited meanwhile?)",
-    29: "sha256sum is not installed",
+#: What a failing file step's exit code means (``sh/replace.sh``, ``backup.sh``, ``write_private.sh``).
+FAILURES: dict[int, str] = {
+    Exit.TEMP_CREATE: "cannot create a temp file",
+    Exit.TEMP_WRITE: "cannot write the temp file",
+    Exit.INCOMPLETE: "the content arrived incomplete",
+    Exit.OWNER: "cannot give the new file the original's owner",
+    Exit.MODE: "cannot set the mode",
+    Exit.RENAME: "cannot rename the new file into place",
+    Exit.WRITE: "cannot write the file",
+    Exit.CHANGED: "it changed since it was read (edited meanwhile?)",
+    Exit.NO_SHA256SUM: "sha256sum is not installed",
 }
 
 
 def replace_command(path: str, size: int, mode: int, was_sha256: str) -> str:
     """Replaces ``path`` with ``size`` bytes read from stdin, if it still has the digest
-    ``was_sha256`` (see `_REPLACE`)."""
+    ``was_sha256`` (see ``sh/replace.sh``)."""
     if not re.fullmatch(r"[0-9a-f]{64}", was_sha256):
         raise ValueError("not a SHA-256 digest")
     return (
-        f"qfile sh -c {q(_REPLACE)} quilt-ops-replace {q(path)} {q(temp_name(path))} {int(size)} "
+        f"qfile sh -c {q(sh.load('replace.sh'))} quilt-ops-replace {q(path)} {q(temp_name(path))} {int(size)} "
         f"{mode & 0o7777:o} {was_sha256}"
     )
 
 
 def backup_command(path: str, backup: str) -> str:
-    return f"qfile sh -c {q(_BACKUP)} quilt-ops-backup {q(path)} {q(backup)}"
+    return f"qfile sh -c {q(sh.load('backup.sh'))} quilt-ops-backup {q(path)} {q(backup)}"
 
 
 def write_private_command(path: str, owner_of: str = "") -> str:
     """Writes stdin to ``path`` (0600, atomically; written as root, owned as ``owner_of``)."""
-    return f"qfile sh -c {q(_WRITE_PRIVATE)} quilt-ops-write {q(path)} {q(temp_name(path))} {q(owner_of)}"
+    return f"qfile sh -c {q(sh.load('write_private.sh'))} quilt-ops-write {q(path)} {q(temp_name(path))} {q(owner_of)}"
 
 
 def write_text_command(path: str, text: str, owner_of: str = "") -> str:

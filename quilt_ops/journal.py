@@ -17,13 +17,51 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from enum import Enum
 from typing import Any
 
+from .errors import QuiltError
+
 VERSION = 2
-#: The steps a rotation records, in order (``rolling-back`` can follow any after ``created``).
-STEPS = ("creating", "created", "writing", "written", "retiring", "rolling-back")
+
+
+class Step(str, Enum):
+    """A rotation's steps, in the order the driver takes them (`quilt_ops.rotation_policy`).
+
+    The values of the steps a journal records are the words journals have always held, so a
+    journal an earlier version left is read as it was.
+    """
+
+    #: Writing the first journal (never recorded: the journal says ``creating`` once written).
+    START = "start"
+    #: Retiring keys the plan named to make room (recorded as ``creating``).
+    MAKE_ROOM = "make-room"
+    CREATING = "creating"
+    CREATED = "created"
+    #: Verifying the new key (recorded as ``created``).
+    VERIFY = "verify"
+    WRITING = "writing"
+    WRITTEN = "written"
+    RETIRING = "retiring"
+    #: Removing the journal at the end (never recorded).
+    DONE = "done"
+    ROLLING_BACK = "rolling-back"
+    #: Rolling back what a dead run left (never recorded).
+    RESUME_ROLLBACK = "resume-rollback"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: The steps a journal records, in order (``rolling-back`` can follow any after ``created``).
+RECORDED = (Step.CREATING, Step.CREATED, Step.WRITING, Step.WRITTEN, Step.RETIRING, Step.ROLLING_BACK)
+STEPS = tuple(s.value for s in RECORDED)
 USER_NAME = re.compile(r"[\w+=,.@-]{1,64}")
 KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
+
+
+class JournalBehind(QuiltError):
+    """The env file was replaced but the journal's last word (step ``written``) was not written."""
 
 
 class JournalUnreadable(ValueError):
@@ -38,7 +76,7 @@ def _time(value: datetime | None) -> str | None:
 class Journal:
     """One unfinished rotation."""
 
-    step: str
+    step: Step
     iam_user: str
     old_key_id: str
     started: datetime
@@ -57,7 +95,7 @@ class Journal:
     #: the backup back only over that file, never over an edit made since.
     written_sha256: str = ""
 
-    def at(self, step: str, **changes: Any) -> Journal:
+    def at(self, step: Step, **changes: Any) -> Journal:
         """The same journal at another step."""
         return dataclasses.replace(self, step=step, **changes)
 
@@ -66,7 +104,7 @@ class Journal:
             {
                 "version": VERSION,
                 "tool": "quilt-ops",
-                "step": self.step,
+                "step": Step(self.step).value,
                 "iam_user": self.iam_user,
                 "old_key_id": self.old_key_id,
                 "old_key_created": _time(self.old_key_created),
@@ -118,7 +156,7 @@ def _digest(value: Any, field: str, required: bool = True) -> str:
 
 #: The steps at which the rotation has written (or is writing) the env file ("rolling-back"
 #: has it when the rollback began after the write).
-WRITTEN_STEPS = ("writing", "written", "retiring")
+WRITTEN_STEPS = (Step.WRITING, Step.WRITTEN, Step.RETIRING)
 
 
 def parse(raw: bytes) -> Journal:
@@ -134,9 +172,10 @@ def parse(raw: bytes) -> Journal:
         raise JournalUnreadable("it was written by quilt-ops 0.1, whose journals cannot be checked against IAM")
     if version != VERSION:
         raise JournalUnreadable(f"unknown version {str(version)[:10]!r}")
-    step = data.get("step")
-    if step not in STEPS:
+    word = data.get("step")
+    if word not in STEPS:
         raise JournalUnreadable("unknown step")
+    step = Step(word)
     user = data.get("iam_user")
     if not isinstance(user, str) or not USER_NAME.fullmatch(user):
         raise JournalUnreadable("iam_user is not an IAM user name")
@@ -149,7 +188,7 @@ def parse(raw: bytes) -> Journal:
     if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
         raise JournalUnreadable("mode is not a file mode")
     new_key_id = _key(data.get("new_key_id"), "new_key_id", required=False)
-    if step != "creating" and new_key_id is None:
+    if step != Step.CREATING and new_key_id is None:
         raise JournalUnreadable(f"step {step} without a new key")
     old_key_id = _key(data.get("old_key_id"), "old_key_id")
     assert old_key_id is not None

@@ -119,7 +119,7 @@ def tail(text: str, lines: int = 8) -> list[str]:
     return Result(stdout=kept).tail("stdout", lines).strip("\n").splitlines()
 
 
-def recreate(
+def recreate(  # noqa: C901, PLR0915 - the documented procedure step by step, each with what a failure left; to split
     target: Target,
     settings: Settings,
     reporter: Reporter,

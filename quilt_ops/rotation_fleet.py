@@ -41,7 +41,7 @@ def options(
     )
 
 
-def run(
+def run(  # noqa: C901, PLR0915 - two phases over shared state (prepare all, then rotate); to split into a class
     c: Any,
     settings: Settings,
     rotate: RotateOptions,

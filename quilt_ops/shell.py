@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 
 from .config import DOCKER_AUTO, Settings
 from .errors import HostError, MissingTool, QuiltError, RemoteCommandError
+from .sh import Exit
 from .status import ExitStatus
 
 q = shlex.quote
 
 #: Exit status of a script stopped by its prologue (a ``fail`` section says why).
-PROLOGUE_FAILED = 93
+PROLOGUE_FAILED = Exit.PROLOGUE_FAILED.value
 #: The socket docker uses when DOCKER_HOST is not set.
 DEFAULT_SOCKET = "/var/run/docker.sock"
 
@@ -250,8 +251,8 @@ class Script:
     def guard_lock(self, lock_file: str, note_file: str, token: str) -> Script:
         """Stops with ``fail lock-lost`` unless the host lock is still held by this run."""
         self.lines.append(
-            f"qfile flock -n -E 75 {q(lock_file)} true 2>/dev/null; "
-            f"if [ $? != 75 ] || ! qfile grep -qF -- {q(token)} {q(note_file)} 2>/dev/null; then "
+            f"qfile flock -n -E {Exit.LOCK_HELD.value} {q(lock_file)} true 2>/dev/null; "
+            f"if [ $? != {Exit.LOCK_HELD.value} ] || ! qfile grep -qF -- {q(token)} {q(note_file)} 2>/dev/null; then "
             f"say fail lock-lost; exit {PROLOGUE_FAILED}; fi"
         )
         return self

@@ -76,7 +76,17 @@ def parse(doc: Any, folder: str) -> WebConfig:
     unknown = sorted(set(doc) - {"tls_server_config", "basic_auth_users"})
     if unknown:
         raise ConfigError(f"{OPTION}: {', '.join(map(str, unknown))} is not supported by quilt-ops")
-    tls = doc.get("tls_server_config") or {}
+    cert, key, version = _tls(doc.get("tls_server_config") or {})
+    hashes = _users(doc.get("basic_auth_users") or {})
+
+    def path(name: str) -> str:
+        return name if not name or os.path.isabs(name) else os.path.join(folder, name)
+
+    return WebConfig(path(cert), path(key), version, hashes)
+
+
+def _tls(tls: Any) -> tuple[str, str, str]:
+    """``tls_server_config``: the certificate and key file names and the lowest TLS version."""
     if not isinstance(tls, dict):
         raise ConfigError(f"{OPTION}: tls_server_config must be a mapping")
     unknown = sorted(set(tls) - TLS_KEYS)
@@ -88,7 +98,11 @@ def parse(doc: Any, folder: str) -> WebConfig:
     version = tls.get("min_version", "TLS12")
     if version not in TLS_VERSIONS:
         raise ConfigError(f"{OPTION}: tls_server_config.min_version must be TLS12 or TLS13, not {version!r}")
-    users = doc.get("basic_auth_users") or {}
+    return cert, key, version
+
+
+def _users(users: Any) -> dict[str, bytes]:
+    """``basic_auth_users``: user name to bcrypt hash."""
     if not isinstance(users, dict):
         raise ConfigError(f"{OPTION}: basic_auth_users must map user names to bcrypt hashes")
     hashes: dict[str, bytes] = {}
@@ -100,10 +114,7 @@ def parse(doc: Any, folder: str) -> WebConfig:
             raise ConfigError(f"{OPTION}: basic_auth_users.{user} must be a bcrypt hash ($2y$...)")
         hashes[user] = hashed.encode()
 
-    def path(name: str) -> str:
-        return name if not name or os.path.isabs(name) else os.path.join(folder, name)
-
-    return WebConfig(path(cert), path(key), version, hashes)
+    return hashes
 
 
 def load(file: str) -> WebConfig:

@@ -1,0 +1,238 @@
+"""What the rotation driver rotates on a Quilt registry host: RegistryUser's AWS access key.
+
+Everything specific to IAM access keys is here: whose key it is (the IAM user), the plan
+(`quilt_ops.rotation_plan`), creating the key, proving it with its own credentials,
+the env file lines that carry it, retiring the old one and deleting a new one the host
+never saw; every deletion is checked right before its IAM call
+(`rotation_plan.check_deletion`) against the keys this run may retire. The driver
+(`quilt_ops.rotation`) knows none of it: it records steps, writes the env file, restarts
+and compensates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import rotation_plan
+from .config import Settings
+from .envfile import BUCKET, KEY_ID, EnvFile
+from .errors import Refused
+from .hostfiles import Access
+from .journal import Journal
+from .keys import AwsError, KeyStore, NewKey
+from .masking import Masker, printable
+from .reporting import Reporter
+from .rotation_host import HostState
+from .rotation_plan import Deletion, Key, Plan, ResumeDecision
+
+#: Why the driver retires the old key (a deletion made for any other reason is reported).
+RETIRING_OLD = "the rotated host no longer uses it"
+
+
+@dataclass
+class RotateOptions:
+    iam_user: str | None = None
+    stack: str | None = None
+    keep_old: bool = False
+    delete_other_active: bool = False
+    verify_timeout: float = 60.0
+    restart_timeout: float | None = None
+    dry_run: bool = False
+
+
+class AccessKeys:
+    """RegistryUser's access keys, for one host's rotation."""
+
+    #: The env file's name for what is rotated (for messages).
+    what = "key"
+
+    def __init__(
+        self, store: KeyStore, options: RotateOptions, settings: Settings, host: str, reporter: Reporter, masker: Masker
+    ) -> None:
+        self.store, self.options, self.settings, self.host = store, options, settings, host
+        self.reporter, self.masker = reporter, masker
+        self.user: str | None = None
+        self.user_source = ""
+        self.keys: list[Key] = []
+        #: Keys this run may retire: filled from the plan or the resume decision only.
+        self.allowed: set[str] = set()
+
+    # -- who, and what IAM holds ---------------------------------------------------------------
+
+    def find_user(self, host_key: str | None, bucket: str | None) -> tuple[str, str]:
+        """The IAM user, derived as a fresh run does (never from the journal).
+
+        The host's env file is a file on the host: when a stack is known, the stack decides
+        the user and the bucket, and a host that runs on another registry's key (or names
+        another bucket) is refused rather than rotated on that registry's behalf.
+        """
+        if self.options.iam_user:
+            return self.options.iam_user, "--iam-user"
+        if self.settings.iam_user:
+            return self.settings.iam_user, "quilt.iam_user"
+        stack = self.options.stack
+        owner: str | None = None
+        try:
+            owner = self.store.user_of_key(host_key or "")
+        except AwsError:
+            if not stack:
+                raise
+        if stack:
+            return self._stack_user(stack, host_key, owner, bucket)
+        assert owner is not None
+        if "RegistryUser" not in owner:
+            # A host holding someone else's key (an admin's, say) must not get it rotated by guesswork.
+            raise Refused(
+                f"the host's key {host_key} belongs to IAM user {owner}, which is not a RegistryUser; "
+                f"give --iam-user {owner} to rotate it anyway; nothing was changed"
+            )
+        return owner, "owner of the host's key"
+
+    def _stack_user(self, stack: str, host_key: str | None, owner: str | None, bucket: str | None) -> tuple[str, str]:
+        stack_user = self.store.user_from_stack(stack)
+        if owner is not None and owner != stack_user:
+            raise Refused(
+                f"the host's key {host_key} belongs to IAM user {owner}, but stack {stack}'s RegistryUser is "
+                f"{stack_user}: the host runs on another registry's key; nothing was changed"
+            )
+        stack_bucket = self.store.stack_bucket(stack)
+        if stack_bucket and bucket != stack_bucket:
+            raise Refused(
+                f"{self.settings.env_file} on {self.host} names the bucket {printable(bucket or 'none')}, but "
+                f"stack {stack}'s bucket is {stack_bucket}; nothing was changed"
+            )
+        return stack_user, f"RegistryUser of stack {stack}"
+
+    def find(self, state: HostState) -> str:
+        """Finds the IAM user (raises `AwsError`, `Refused`); returns it."""
+        assert state.env is not None
+        self.user, self.user_source = self.find_user(state.host_key, EnvFile(state.env.content).get(BUCKET))
+        return self.user
+
+    def reload(self) -> list[Key]:
+        assert self.user is not None
+        self.keys = self.store.keys(self.user)
+        return self.keys
+
+    def plan(self, host_key: str | None) -> Plan:
+        assert self.user is not None
+        return rotation_plan.plan(
+            self.host,
+            host_key,
+            self.user,
+            self.user_source,
+            self.keys,
+            self.options.keep_old,
+            self.options.delete_other_active,
+        )
+
+    def resume_decision(self, found: Journal, host_key: str | None) -> ResumeDecision:
+        assert self.user is not None
+        return rotation_plan.resume(found, self.host, host_key, self.user, self.keys)
+
+    # -- the changes -----------------------------------------------------------------------------
+
+    def user_arn(self) -> str:
+        """Asked before anything changes: once the new key exists, no AWS call but the
+        verification's own (bounded by --verify-timeout) comes before it is proven or deleted
+        (an IAM call retried through an outage here once took 30 s, long enough for the key
+        to pass afterwards)."""
+        assert self.user is not None
+        return self.store.user_arn(self.user)
+
+    def retire(self, deletion: Deletion, host_key: str | None) -> None:
+        assert self.user is not None
+        rotation_plan.check_deletion(deletion.key_id, host_key, self.allowed)
+        if deletion.deactivate_first:
+            self.store.deactivate(self.user, deletion.key_id)
+        self.store.delete(self.user, deletion.key_id)
+        if host_key != deletion.key_id and deletion.why != RETIRING_OLD:
+            self.reporter.step(f"deleted {deletion.key_id}: {deletion.why}")
+
+    def create(self) -> NewKey:
+        assert self.user is not None
+        new = self.store.create(self.user)
+        self.masker.add(new.secret)
+        self.allowed.add(new.id)
+        return new
+
+    def verify(self, new: NewKey, arn: str, env: bytes) -> int:
+        """Proves the new key with its own credentials; returns how many checks it took."""
+        return self.store.verify(
+            new, arn, EnvFile(env).get(BUCKET), self.options.verify_timeout, on_wait=self.reporter.waiting
+        )
+
+    @staticmethod
+    def written(env: bytes, new: NewKey) -> bytes:
+        """The env file with the new key."""
+        return EnvFile(env).with_key(new.id, new.secret)
+
+    @staticmethod
+    def holds(env: bytes) -> str:
+        return EnvFile(env).key_id or "no key"
+
+    def retire_old(self, old_key_id: str, new_key_id: str, keep_old: bool) -> str:
+        """Deactivates (and unless ``keep_old`` deletes) the old key; returns what was done."""
+        assert self.user is not None
+        self.allowed.add(old_key_id)
+        if keep_old:
+            rotation_plan.check_deletion(old_key_id, new_key_id, self.allowed)
+            self.store.deactivate(self.user, old_key_id)
+            return f"deactivated {old_key_id} (kept: --keep-old)"
+        self.retire(Deletion(old_key_id, RETIRING_OLD, deactivate_first=True), new_key_id)
+        return f"deactivated and deleted {old_key_id}"
+
+    def delete_new(self, new_key_id: str, host_key: str | None, *, rolling_back: bool = False) -> None:
+        """Deletes a new key the host does not run on, if this run may (checked first): one it
+        made, or one the resume decision names; a rollback may delete the key it rolls back."""
+        assert self.user is not None
+        if rolling_back:
+            self.allowed.add(new_key_id)
+        rotation_plan.check_deletion(new_key_id, host_key, self.allowed)
+        self.store.delete(self.user, new_key_id)
+
+
+def plan_lines(plan: Plan, settings: Settings, state: HostState, bucket: str | None) -> list[str]:
+    """The plan as the operator reads it."""
+    out = [
+        f"Plan for {plan.host}:",
+        f"  IAM user {plan.iam_user} ({plan.user_source}), {plan.key_count} key(s); "
+        f"the host runs on {plan.old_key.id} (Active)",
+    ]
+    n = 1
+    for deletion in plan.make_room:
+        verb = "deactivate and delete" if deletion.deactivate_first else "delete"
+        out.append(f"  {n}. {verb} {deletion.key_id}: {deletion.why}")
+        n += 1
+    env = EnvFile(state.env.content) if state.env else None
+    secret = " and ".join(env.secret_names) if env and env.secret_names else "AWS_SECRET_ACCESS_KEY (added)"
+    mode = f"{state.env.mode:04o} {state.env.owner}:{state.env.group}" if state.env else "?"
+    via = {Access.SUDO: " (as root)", Access.OWNER: " (as its owner)"}.get(state.access, "")
+    checks = "STS GetCallerIdentity" + (f" and a one-object list of s3://{printable(bucket, 70)}" if bucket else "")
+    retire = (
+        f"deactivate {plan.old_key.id} (kept, Inactive: --keep-old)"
+        if plan.keep_old
+        else f"deactivate, then delete {plan.old_key.id}"
+    )
+    out += [
+        f"  {n}. create a new access key for {plan.iam_user}",
+        f"  {n + 1}. verify it with its own credentials: {checks}, 3 passes in a row",
+        f"  {n + 2}. rewrite {KEY_ID} and {secret} in {settings.env_file} atomically{via} "
+        f"(kept: {mode}; backup kept until done)",
+        f"  {n + 3}. docker rm -f {' '.join(settings.containers.names)}; {settings.start_script}; "
+        f"require health and the new key in {settings.containers.registry}",
+        f"  {n + 4}. {retire}",
+    ]
+    return out
+
+
+def shared_key_refusal(states: dict[str, str | None]) -> str | None:
+    """One line naming hosts that run on the same key, or None."""
+    shared = rotation_plan.shared_keys(states)
+    if not shared:
+        return None
+    parts = [f"{', '.join(hosts)} all run on {key}" for key, hosts in shared.items()]
+    return (
+        "; ".join(parts) + ": rotating one would delete the key the others run on; rotate them one at a time "
+        "after giving each its own key; nothing was changed"
+    )

@@ -1,0 +1,64 @@
+"""The shell quilt-ops runs on hosts is package data, checked by shellcheck (issue 18.3)."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from quilt_ops import sh
+
+PACKAGE = Path(sh.__file__).parent
+
+
+def test_every_script_passes_shellcheck():
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed (scripts/install installs it from scripts/debian-packages)")
+    scripts = [str(PACKAGE / name) for name in sh.names()]
+    assert scripts
+    result = subprocess.run(
+        ["shellcheck", "--shell=sh", "--severity=style", *scripts],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["replace.sh", "backup.sh", "write_private.sh", "access.sh"])
+def test_scripts_load_from_the_package(name):
+    text = sh.load(name)
+    assert text.endswith("\n")
+    assert name in sh.names()
+
+
+def test_the_scripts_take_values_only_as_arguments():
+    """Nothing is formatted into a script: no Python placeholder and no template marker."""
+    for name in sh.names():
+        text = sh.load(name)
+        assert "{" + "q(" not in text and "%(" not in text, name
+
+
+def test_setup_cfg_ships_the_scripts():
+    setup = (Path(__file__).parents[2] / "setup.cfg").read_text()
+    assert "[options.package_data]" in setup
+    assert "quilt_ops.sh = *.sh" in setup
+
+
+def test_remote_exit_codes_are_distinct():
+    values = [int(e) for e in sh.Exit]
+    assert len(values) == len(set(values))
+
+
+def test_no_remote_exit_code_literal_in_the_rotation():
+    """Every exit code the rotation reads is named in `sh.Exit`."""
+    source = (PACKAGE.parent / "rotation.py").read_text()
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and any(
+            isinstance(c, ast.Constant) and c.value in (40, 41, 42, 28) for c in node.comparators
+        ):
+            pytest.fail(f"exit code literal at line {node.lineno}")
