@@ -29,7 +29,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from . import containers, docker_access, health, hostfiles, journal, rotation_plan, shell, stopping
+from . import (
+    containers,
+    docker_access,
+    health,
+    hostfiles,
+    identity,
+    journal,
+    known_users,
+    rotation_plan,
+    shell,
+    stopping,
+)
 from . import restart as restarting
 from .checks import HostHealth
 from .config import Settings
@@ -84,6 +95,8 @@ class RotateOptions:
     verify_timeout: float = 60.0
     restart_timeout: float | None = None
     dry_run: bool = False
+    #: An explicit --iam-user/--stack may replace the host's recorded binding.
+    rebind: bool = False
 
 
 @dataclass
@@ -183,6 +196,7 @@ class Rotation:
         self.allowed: set[str] = set()
         self.iam_user: str | None = None
         self.user_source = ""
+        self.identity: identity.Identity | None = None
         self.keys: list[Key] = []
 
     # -- bookkeeping ------------------------------------------------------------------
@@ -307,45 +321,41 @@ class Rotation:
     # -- the IAM user ---------------------------------------------------------------------
 
     def find_user(self, host_key: str | None, bucket: str | None) -> tuple[str, str]:
-        """The IAM user, derived as a fresh run does (never from the journal).
-
-        The host's env file is a file on the host: when a stack is known, the stack decides
-        the user and the bucket, and a host that runs on another registry's key (or names
-        another bucket) is refused rather than rotated on that registry's behalf.
-        """
-        if self.options.iam_user:
-            return self.options.iam_user, "--iam-user"
-        if self.settings.iam_user:
-            return self.settings.iam_user, "quilt.iam_user"
+        """The IAM user, established as a fresh run does (never from the journal nor the
+        host's word alone: see `quilt_ops.identity`); with a stack, the host must also
+        name the stack's bucket."""
+        given, source = (self.options.iam_user, "--iam-user") if self.options.iam_user else (None, "")
+        if not given and self.settings.iam_user:
+            given, source = self.settings.iam_user, "quilt.iam_user"
         stack = self.options.stack
-        owner: str | None = None
-        try:
-            owner = self.store.user_of_key(host_key or "")
-        except AwsError:
-            if not stack:
-                raise
+        facts = identity.gather(
+            self.store,
+            self.target,
+            host_key,
+            given_user=given,
+            given_source=source,
+            stack=stack,
+            bindings=self.settings.known_users_file,
+            rebind=self.options.rebind,
+            rebind_command=self.again + " --rebind --iam-user USER (or --stack NAME)",
+        )
+        self.identity = identity.establish(facts)
         if stack:
-            stack_user = self.store.user_from_stack(stack)
-            if owner is not None and owner != stack_user:
-                raise Refused(
-                    f"the host's key {host_key} belongs to IAM user {owner}, but stack {stack}'s RegistryUser is "
-                    f"{stack_user}: the host runs on another registry's key; nothing was changed"
-                )
             stack_bucket = self.store.stack_bucket(stack)
             if stack_bucket and bucket != stack_bucket:
                 raise Refused(
                     f"{self.settings.env_file} on {self.host} names the bucket {printable(bucket or 'none')}, but "
                     f"stack {stack}'s bucket is {stack_bucket}; nothing was changed"
                 )
-            return stack_user, f"RegistryUser of stack {stack}"
-        assert owner is not None
-        if "RegistryUser" not in owner:
-            # A host holding someone else's key (an admin's, say) must not get it rotated by guesswork.
-            raise Refused(
-                f"the host's key {host_key} belongs to IAM user {owner}, which is not a RegistryUser; "
-                f"give --iam-user {owner} to rotate it anyway; nothing was changed"
-            )
-        return owner, "owner of the host's key"
+        note = self.identity.binding_note
+        return self.identity.user, self.identity.source + (f"; {note}" if note else "")
+
+    def bind(self) -> None:
+        """Records the host's binding (first rotation, or --rebind) once the run changes something."""
+        if self.identity is not None and self.identity.bind and not self.options.dry_run:
+            host, _ = identity.where(self.target)
+            known_users.record(self.settings.known_users_file, host, self.identity.user)
+            self.reporter.step(f"{host} bound to IAM user {self.identity.user} in {self.settings.known_users_file}")
 
     def load_keys(self) -> list[Key]:
         assert self.iam_user is not None
@@ -417,6 +427,7 @@ class Rotation:
         state = self.state
         assert state is not None and state.env is not None and self.iam_user is not None
         try:
+            self.bind()
             if plan is None and state.journal is not None:
                 finished = self.resume(state.journal)
                 if finished is not None:
