@@ -77,6 +77,14 @@ class Facts:
     rebind_command: str = ""
 
 
+class ForeignKey(Refused):
+    """The host runs on a key of another user than the one established: refused, both named."""
+
+
+class Unproven(Refused):
+    """Nothing but the host's word names the user: the operator must say (once)."""
+
+
 @dataclass(frozen=True)
 class Identity:
     """The IAM user a task acts on, where that came from, and whether to record the binding."""
@@ -90,7 +98,7 @@ class Identity:
 
 
 def _two_users(facts: Facts, user: str, source: str) -> Refused:
-    return Refused(
+    return ForeignKey(
         f"the host's key {facts.key_id} belongs to IAM user {facts.key_owner}, but {facts.host} is "
         f"{user}'s ({source}): the host runs on another user's key; nothing was changed"
     )
@@ -134,7 +142,7 @@ def _from_owner_stack(facts: Facts) -> Identity:
     ask = f"give --iam-user or --stack for {facts.host} (once: the binding is recorded in {facts.bindings})"
     if facts.key_owner is None:
         why = facts.owner_problem or f"IAM does not know the host's key {facts.key_id}"
-        raise Refused(f"{why}; {ask}; nothing was changed")
+        raise Unproven(f"{why}; {ask}; nothing was changed")
     owner = facts.key_owner
     found = facts.owner_stack
     if found is None or found.user != owner:
@@ -143,14 +151,14 @@ def _from_owner_stack(facts: Facts) -> Identity:
             if found is not None and found.user is None and found.problem
             else "no readable stack has it as RegistryUser"
         )
-        raise Refused(
+        raise Unproven(
             f"the host's key {facts.key_id} belongs to IAM user {owner}, but {why}, so nothing proves that "
             f"{facts.host} is {owner}'s (the host's env file is only a claim); {ask}; nothing was changed"
         )
     if not found.hosts & facts.addresses:
         theirs = ", ".join(sorted(printable(h, 60) for h in found.hosts)) or "none"
         ours = ", ".join(sorted(facts.addresses)) or "unknown"
-        raise Refused(
+        raise ForeignKey(
             f"the host's key {facts.key_id} belongs to IAM user {owner} of stack {found.name}, whose "
             f"{HOST_OUTPUT} ({theirs}) is not the host connected to ({ours}): {facts.host} runs on another "
             "registry's key; nothing was changed"
