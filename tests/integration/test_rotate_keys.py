@@ -292,7 +292,8 @@ def test_env_folder_not_writable_is_written_through_sudo(host, aws):
 def test_wrong_iam_user_is_refused(host, aws):
     result = rotate(host, "--iam-user", "quilt-operator")
     assert result.returncode == 4
-    assert "does not belong to IAM user quilt-operator" in one_error(result)
+    line = one_error(result)
+    assert f"belongs to IAM user {host.iam_user}" in line and "quilt-operator's (--iam-user)" in line
     result = rotate(host, "--iam-user", "no-such-user")
     assert result.returncode == 4
     assert "no-such-user" in one_error(result)
