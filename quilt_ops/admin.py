@@ -157,6 +157,8 @@ def stage_script(settings: Settings) -> shell.Script:
     s.add(
         'umask 077; f=$(mktemp "${TMPDIR:-/tmp}/quilt-ops-admin.XXXXXXXXXX") || exit 1',
         'if cat >"$f"; then say data "$f"; else rm -f -- "$f"; exit 1; fi',
+        # As root (--local), create_admin.sh runs as the folder's owner, who must read the file.
+        'if [ "$(id -u)" = 0 ] && [ "$(stat -c %u .)" != 0 ]; then chown -- "$(stat -c %u .)" "$f" || exit 1; fi',
     )
     s.end()
     return s
@@ -194,8 +196,12 @@ def command(settings: Settings, data: str) -> str:
     environment read from ``data`` verbatim and execs create_admin.sh. Only the
     file's name and the script's path are arguments; no value is."""
     s = shell.Script(settings)
+    script = q(settings.create_admin_script)
     s.add(
-        f"exec bash -c {q(admin_env.script())} create_admin_env {q(data)} {q(settings.create_admin_script)}",
+        admin_env.script(admin_env.OWNED),
+        f"owned_check {script} || {{ echo 'Error: {settings.create_admin_script}, or a folder above it, can be "
+        "written by someone other than root and the folder owner: refusing to run it as root'; exit 96; }",
+        f"as_owner bash -c {q(admin_env.script())} create_admin_env {q(data)} {script}",
     )
     return s.text()
 

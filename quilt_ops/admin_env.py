@@ -57,6 +57,11 @@ def encode(found: list[tuple[str, bytes]]) -> bytes:
     return b"".join(name.encode() + b"=" + value + b"\0" for name, value in found)
 
 
-def script() -> str:
-    """The wrapper's text (package data), run on the host as ``bash -c TEXT NAME DATA SCRIPT``."""
-    return resources.files(__package__).joinpath("sh").joinpath(SCRIPT).read_text(encoding="utf-8")
+def script(name: str = SCRIPT) -> str:
+    """A shell file of the package data (the wrapper is run as ``bash -c TEXT NAME DATA SCRIPT``)."""
+    return resources.files(__package__).joinpath("sh").joinpath(name).read_text(encoding="utf-8")
+
+
+#: Shell functions run as root by a --local run: host scripts run as the registry folder's
+#: owner (runuser), refused when another user can write them (quilt_ops/sh/as_folder_owner.sh).
+OWNED = "as_folder_owner.sh"
