@@ -155,6 +155,11 @@ def _from_owner_stack(facts: Facts) -> Identity:
             f"the host's key {facts.key_id} belongs to IAM user {owner}, but {why}, so nothing proves that "
             f"{facts.host} is {owner}'s (the host's env file is only a claim); {ask}; nothing was changed"
         )
+    if not facts.addresses:
+        raise Unproven(
+            f"the host's key {facts.key_id} belongs to IAM user {owner} of stack {found.name}, but a --local run "
+            f"has no address to match its {HOST_OUTPUT} against; {ask}; nothing was changed"
+        )
     if not found.hosts & facts.addresses:
         theirs = ", ".join(sorted(printable(h, 60) for h in found.hosts)) or "none"
         ours = ", ".join(sorted(facts.addresses)) or "unknown"

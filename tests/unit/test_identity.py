@@ -133,7 +133,7 @@ CASES = [
     (
         "a --local run: no address to match",
         facts(addresses=frozenset(), key_owner=A, owner_stack=STACK_A_HERE),
-        ["is not the host connected to (unknown)"],
+        ["a --local run has no address to match", "give --iam-user or --stack"],
         None,
     ),
 ]
