@@ -137,6 +137,11 @@ def precheck(target: Target, settings: Settings) -> Precheck:
     env = shell.blob(output, "env")
     if env is None:
         problems.append(f"env file {settings.env_file} is missing or unreadable")
+    else:
+        try:
+            admin_env.entries(env)
+        except admin_env.Unusable as e:
+            problems.append(f"env file {settings.env_file} cannot be given to create_admin.sh: {e}")
     registry = settings.containers.registry
     found = docker.answer(output, [registry]).containers
     state = (found.documents.get(registry) or {}).get("State") or {}

@@ -176,3 +176,21 @@ def test_create_admin_runs_no_env_file_value(host, tmp_path):
     for name, value in PAYLOADS.items():
         assert seen.get(name) == value.format(pwned=pwned), name
     assert not list(host.registry_dir.glob("quilt-ops-admin.*"))
+
+
+@pytest.mark.parametrize("line", ["LD_PRELOAD=/tmp/evil.so", "BASH_ENV=/tmp/evil.sh", "PATH=/tmp/evil"])
+def test_create_admin_refuses_names_that_change_what_runs(host, line):
+    """A host's env file cannot choose what create_admin.sh's shell or loader runs: refused
+    before the program starts (dry run included), naming the line, never the value."""
+    original = host.env_file.read_bytes()
+    host.env_file.write_bytes(original + line.encode() + b"\n")
+    try:
+        args = ("--username", "trustx", "--email", "trustx@example.com", "--password-stdin")
+        dry = host.run("create-admin", *args, "--dry-run", input="Tr0ub4dor-and-3\n")
+        real = host.run("create-admin", *args, input="Tr0ub4dor-and-3\n")
+    finally:
+        host.env_file.write_bytes(original)
+    for result in (dry, real):
+        assert result.returncode == 4, result.stdout + result.stderr
+        error = one_error(result)
+        assert line.split("=")[0] in error and "/tmp/evil" not in error
