@@ -504,6 +504,8 @@ class AwsOptions:
     max_age_days: float = 90.0
     #: quilt.iam_user ("" = none).
     settings_user: str = ""
+    #: quilt.known_users (the hosts' bindings; "" = none looked at).
+    bindings: str = ""
 
 
 @dataclass
@@ -587,10 +589,14 @@ class Calls:
 class AwsLook:
     """One host's AWS checks. Made by `AwsSide.start`; `add_to` finishes them."""
 
-    def __init__(self, host: str, stack: str | None, options: AwsOptions) -> None:
+    def __init__(
+        self, host: str, stack: str | None, options: AwsOptions, where: tuple[str, frozenset[str]] | None = None
+    ) -> None:
         self.host = host
         self.stack = stack
         self.options = options
+        #: The host as the binding file names it, and the addresses connected to (`identity.where`).
+        self.where = where or (host, frozenset())
         self.given_user = options.iam_user or options.settings_user or None
         self.calls: Calls | None = None
         self.ready: Future[None] | None = None
@@ -835,7 +841,9 @@ class AwsLook:
                 owner, last_used = self.owner(key_id)
             except QuiltError as e:
                 owner_problem = e
-        user = self.given_user or owner
+        user, refusal = self._established(key_id, owner, owner_problem)
+        if refusal is not None:
+            out.append(refusal)
         stack = self.stack or stack_of_user(user)
         if user and not self.given_user:
             self._user_side(fan, user)
@@ -853,7 +861,8 @@ class AwsLook:
         if user is None and facts and facts.users:
             user = facts.users[0]
 
-        out.append(self._key_check(key_id, user, owner, last_used, owner_problem, now))
+        if refusal is None:  # else the refusal is the key's check
+            out.append(self._key_check(key_id, user, owner, last_used, owner_problem, now))
         out.append(self._guarded(Kind.AWS_KEY, "other", lambda: self._other_keys(key_id, user, now)))
         bucket, source = env_bucket, "env file"
         if not bucket and facts and len(facts.resources.get(BUCKET_TYPE, [])) == 1:
@@ -885,6 +894,71 @@ class AwsLook:
         for identifier in databases:
             out.append(self._guarded(Kind.DATABASE, identifier, self._database(identifier, now)))
         return out
+
+    def _established(
+        self, key_id: str | None, owner: str | None, owner_problem: QuiltError | None
+    ) -> tuple[str | None, Check | None]:
+        """The IAM user as rotate-keys establishes it (`quilt_ops.identity`): the host's key
+        is only a claim. A key of another user is CRITICAL; an unproven one, UNKNOWN."""
+        from . import identity, known_users
+
+        stack_user = None
+        if self.stack:
+            try:
+                users = self.stack_facts(self.stack).users
+                stack_user = users[0] if users else None
+            except QuiltError:
+                stack_user = None
+        host, addresses = self.where
+        bound = known_users.lookup(self.options.bindings, host) if self.options.bindings else None
+        found = None
+        if owner and not self.given_user and not self.stack and bound is None:
+            found = self._owner_stack(owner)
+        facts = identity.Facts(
+            host=host,
+            addresses=addresses,
+            given_user=self.given_user,
+            given_source="--iam-user" if self.options.iam_user else "quilt.iam_user",
+            stack=self.stack,
+            stack_user=stack_user,
+            bound=bound,
+            bindings=self.options.bindings,
+            key_id=key_id,
+            key_owner=owner,
+            owner_problem=str(owner_problem or ""),
+            owner_stack=found,
+            rebind=True,
+        )
+        if owner is None and not self.given_user and not stack_user and bound is None:
+            return None, None  # nothing claims a user: the key's own check says what IAM knows
+        try:
+            return identity.establish(facts).user, None
+        except identity.Refused as e:
+            status = ExitStatus.CRITICAL if isinstance(e, identity.ForeignKey) else ExitStatus.UNKNOWN
+            summary = str(e).removesuffix("; nothing was changed")
+            return None, Check(Kind.AWS_KEY, "owner", status, summary, {"key_id": key_id, "key_owner": owner})
+
+    def _owner_stack(self, owner: str) -> Any:
+        """The stack named in the owner's name, as CloudFormation tells it (see `identity.owner_stack`)."""
+        from .identity import HOST_OUTPUT, OwnerStack
+
+        name = stack_of_user(owner)
+        if name is None:
+            return None
+        try:
+            facts = self.stack_facts(name)
+            stacks = self._call("cloudformation:DescribeStacks", StackName=name).get("Stacks", [])
+        except QuiltError as e:
+            return OwnerStack(name, None, problem=str(e))
+        if facts.status is None or owner not in facts.users:
+            return OwnerStack(name, facts.users[0] if facts.users else None)
+        hosts = {
+            str(o["OutputValue"])
+            for stack in stacks[:1]
+            for o in stack.get("Outputs") or []
+            if o.get("OutputKey") == HOST_OUTPUT and o.get("OutputValue")
+        }
+        return OwnerStack(name, owner, frozenset(hosts))
 
     def _database(self, identifier: str, now: datetime) -> Callable[[], Check]:
         def build() -> Check:
@@ -953,8 +1027,8 @@ class AwsSide:
         self.options = options
         self.pool = ThreadPoolExecutor(max_workers=max(1, parallel), thread_name_prefix="quilt-aws")
 
-    def start(self, host: str, stack: str | None) -> AwsLook:
-        look = AwsLook(host, stack or self.options.stack, self.options)
+    def start(self, host: str, stack: str | None, where: tuple[str, frozenset[str]] | None = None) -> AwsLook:
+        look = AwsLook(host, stack or self.options.stack, self.options, where)
         look.ready = self.pool.submit(look.prepare)
         return look
 
@@ -973,6 +1047,7 @@ def options(settings: Any, iam_user: Any, stacks: Any, profile: Any, region: Any
         region=str(region) if region else None,
         max_age_days=settings.key_max_age_days,
         settings_user=settings.iam_user,
+        bindings=settings.known_users_file,
     )
 
 
@@ -984,7 +1059,9 @@ def each(targets: list[Any], options: AwsOptions, parallel: int, collect: Callab
     side = AwsSide(options, parallel)
     looks: dict[str, AwsLook] = {}
     try:
-        looks.update({target.name: side.start(target.name, target.stack) for target in targets})
+        from .identity import where
+
+        looks.update({target.name: side.start(target.name, target.stack, where(target)) for target in targets})
         return hosts.each(targets, lambda target: looks[target.name].add_to(collect(target)), parallel)
     finally:
         side.close()

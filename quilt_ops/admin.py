@@ -8,9 +8,10 @@ open-source one (refusals exit 2) and the Marketplace one (every refusal exits
 line (or ``Passwords don't match!``) is a refusal whatever the exit status, and
 a refusal that comes before a prompt is reported at once, never waited on.
 
-It is run the way the operator runs it, from ``registry_dir``:
-``. env/registry && ./create_admin.sh``, on a pseudo-terminal, and each answer
-is typed when its prompt appears. The answers never go into a command line, a
+It is run as the operator runs it, from ``registry_dir``, on a pseudo-terminal,
+and each answer is typed when its prompt appears; but ``env/registry`` is never
+sourced: it is read as data with Docker's rules and handed over through a private
+file (see `quilt_ops.admin_env`), so no value of it is ever run. The answers never go into a command line, a
 remote environment variable or a shell history, and the password, like every
 env-file value, is masked in anything shown.
 """
@@ -26,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TextIO
 
-from . import docker_access, shell, stopping
+from . import admin_env, docker_access, shell, stopping
 from .config import Settings
 from .envfile import EnvFile
 from .errors import QuiltError
@@ -137,6 +138,11 @@ def precheck(target: Target, settings: Settings) -> Precheck:
     env = shell.blob(output, "env")
     if env is None:
         problems.append(f"env file {settings.env_file} is missing or unreadable")
+    else:
+        try:
+            admin_env.entries(env)
+        except admin_env.Unusable as e:
+            problems.append(f"env file {settings.env_file} cannot be given to create_admin.sh: {e}")
     registry = settings.containers.registry
     found = docker.answer(output, [registry]).containers
     state = (found.documents.get(registry) or {}).get("State") or {}
@@ -147,19 +153,61 @@ def precheck(target: Target, settings: Settings) -> Precheck:
     return Precheck(problems, env)
 
 
-def command(settings: Settings) -> str:
-    """The remote command: the operator's documented procedure, answers not included.
+#: The private file create_admin_env.sh reads the environment from (made by mktemp on the host).
+DATA_FILE = re.compile(r"/[A-Za-z0-9._/-]+/quilt-ops-admin\.[A-Za-z0-9]{10}")
 
-    Sourcing is silenced: bash complaining about a line of the env file would
-    print part of a value. A file only root can read is sourced through sudo.
-    """
+
+def stage_script(settings: Settings) -> shell.Script:
+    """Writes stdin (the NUL-separated environment) to a new private file and names it."""
     s = shell.Script(settings)
-    s.files(settings.env_file, write=False)
-    env = settings.env_file if "/" in settings.env_file else "./" + settings.env_file
     s.add(
-        f"if [ -r {q(env)} ]; then . {q(env)} >/dev/null 2>&1; "
-        f'else eval "$(qfile cat -- {q(env)} 2>/dev/null)" >/dev/null 2>&1; fi',
-        f"exec {q(settings.create_admin_script)}",
+        'umask 077; f=$(mktemp "${TMPDIR:-/tmp}/quilt-ops-admin.XXXXXXXXXX") || exit 1',
+        'if cat >"$f"; then say data "$f"; else rm -f -- "$f"; exit 1; fi',
+        # As root (--local), create_admin.sh runs as the folder's owner, who must read the file.
+        'if [ "$(id -u)" = 0 ] && [ "$(stat -c %u .)" != 0 ]; then chown -- "$(stat -c %u .)" "$f" || exit 1; fi',
+    )
+    s.end()
+    return s
+
+
+def stage(target: Target, settings: Settings, env: bytes) -> str:
+    """Puts the environment create_admin.sh gets on the host; returns the file's path."""
+    try:
+        data = admin_env.encode(admin_env.entries(env))
+    except admin_env.Unusable as e:
+        raise AdminFailed(f"{settings.env_file} on {target.name} cannot be given to create_admin.sh: {e}") from None
+    built = stage_script(settings)
+    result = target.run(built.text(), timeout=30, stdin=data, what="passing the registry's environment")
+    output = shell.parse(result.stdout_bytes, built.marker)
+    shell.raise_for_failure(output, target.name, settings)
+    path = output.word("data")
+    if result.exited != 0 or not DATA_FILE.fullmatch(path):
+        raise AdminFailed(f"cannot write a private temporary file on {target.name}; nothing changed")
+    return path
+
+
+def unstage(target: Target, settings: Settings, path: str) -> None:
+    """Removes the file if create_admin_env.sh did not get to it (best effort)."""
+    s = shell.Script(settings, enter_dir=False)
+    s.add(f"rm -f -- {q(path)}")
+    s.end()
+    try:
+        target.run(s.text(), timeout=15, what="removing the temporary environment file")
+    except QuiltError:
+        pass
+
+
+def command(settings: Settings, data: str) -> str:
+    """The remote command: create_admin_env.sh (package data), which exports the
+    environment read from ``data`` verbatim and execs create_admin.sh. Only the
+    file's name and the script's path are arguments; no value is."""
+    s = shell.Script(settings)
+    script = q(settings.create_admin_script)
+    s.add(
+        admin_env.script(admin_env.OWNED),
+        f"owned_check {script} || {{ echo 'Error: {settings.create_admin_script}, or a folder above it, can be "
+        "written by someone other than root and the folder owner: refusing to run it as root'; exit 96; }",
+        f"as_owner bash -c {q(admin_env.script())} create_admin_env {q(data)} {script}",
     )
     return s.text()
 
@@ -167,15 +215,18 @@ def command(settings: Settings) -> str:
 class Session:
     """One run of create_admin.sh on a PTY, driven prompt by prompt."""
 
-    def __init__(self, target: Target, settings: Settings, admin: Admin, timeout: float, mask: Masker) -> None:
+    def __init__(
+        self, target: Target, settings: Settings, admin: Admin, timeout: float, mask: Masker, data: str
+    ) -> None:
         self.target, self.settings, self.admin, self.timeout, self.mask = target, settings, admin, timeout, mask
+        self.data = data
         self.output = ""
         self.process: Process | None = None
         self.deadline = time.monotonic() + timeout
 
     def run(self) -> str:
         """Answers every prompt and returns the program's success line, or raises `AdminFailed`."""
-        self.process = self.target.start(command(self.settings), timeout=self.timeout + 5, pty=True)
+        self.process = self.target.start(command(self.settings, self.data), timeout=self.timeout + 5, pty=True)
         try:
             position = self.expect(USERNAME_PROMPT, 0)
             self.answer(self.admin.username)
@@ -312,4 +363,8 @@ def gather(
 
 def create(target: Target, settings: Settings, admin: Admin, timeout: float, env: bytes | None = None) -> str:
     """Creates the admin on one host; returns the program's success line."""
-    return Session(target, settings, admin, timeout, masker(admin, env, into=target.masker)).run()
+    data = stage(target, settings, env or b"")
+    try:
+        return Session(target, settings, admin, timeout, masker(admin, env, into=target.masker), data).run()
+    finally:
+        unstage(target, settings, data)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from . import stopping
@@ -46,30 +46,53 @@ def snapshot_name(label: str, now: datetime) -> str:
     return name
 
 
-def made_by_quilt_ops(snapshot: Snapshot) -> bool:
-    """A manual snapshot named and tagged by quilt-ops."""
-    return (
+#: The tag naming the stack (or database) a quilt-ops snapshot was made for.
+STACK_TAG = "quilt-ops:stack"
+#: How far a snapshot's creation time may be from the time in its name (RDS starts it at once).
+NAME_TIME_SLACK = timedelta(hours=1)
+
+
+def made_by_quilt_ops(snapshot: Snapshot, label: str | None = None) -> bool:
+    """A manual snapshot named and tagged by quilt-ops; with ``label`` (the stack), provably
+    made by ``backup`` for it: the exact name ``snapshot_name`` gives, a creation time that
+    agrees with the time in the name, and both tags. A name prefix or a tag alone (anyone
+    with rds:AddTagsToResource can set one) proves nothing."""
+    if not (
         snapshot.snapshot_type == "manual"
         and snapshot.identifier.startswith(PREFIX)
         and snapshot.tags.get(TAG_KEY) == TAG_VALUE
-    )
+    ):
+        return False
+    if label is None:
+        return True
+    if snapshot.tags.get(STACK_TAG) != label:
+        return False
+    stem = snapshot_name(label, datetime(2000, 1, 1, tzinfo=timezone.utc))[: -len("-20000101-000000")]
+    match = re.fullmatch(re.escape(stem) + r"-(\d{8}-\d{6})", snapshot.identifier)
+    if match is None:
+        return False
+    try:
+        named = datetime.strptime(match[1], "%Y%m%d-%H%M%S").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return False
+    return snapshot.created is None or abs(snapshot.created - named) <= NAME_TIME_SLACK
 
 
-def ours(snapshots: list[Snapshot], db_instance: str) -> list[Snapshot]:
-    """The quilt-ops snapshots of one database, newest first."""
-    found = [s for s in snapshots if made_by_quilt_ops(s) and s.db_instance == db_instance]
+def ours(snapshots: list[Snapshot], db_instance: str, label: str | None = None) -> list[Snapshot]:
+    """The quilt-ops snapshots of one database (made for ``label``, when given), newest first."""
+    found = [s for s in snapshots if made_by_quilt_ops(s, label) and s.db_instance == db_instance]
     oldest = datetime.min.replace(tzinfo=timezone.utc)
     return sorted(found, key=lambda s: (s.created or oldest, s.identifier), reverse=True)
 
 
-def to_delete(snapshots: list[Snapshot], db_instance: str, keep: int) -> list[Snapshot]:
-    """What ``--keep N`` deletes: the quilt-ops snapshots of the database beyond the N newest
-    available ones, oldest last. Never a snapshot quilt-ops did not make (name and tag), never
-    one of another database, never one that is not available (still being made, or failed):
-    at least N available quilt-ops snapshots always remain."""
+def to_delete(snapshots: list[Snapshot], db_instance: str, keep: int, label: str) -> list[Snapshot]:
+    """What ``--keep N`` deletes: the snapshots provably made by ``backup`` for ``label`` of
+    this database (`made_by_quilt_ops`) beyond the N newest available ones, oldest last. Never
+    a lookalike, never one of another database or stack, never one that is not available
+    (still being made, or failed): at least N available quilt-ops snapshots always remain."""
     if keep < 1:
         raise ConfigError(f"--keep must be at least 1, not {keep}")
-    available = [s for s in ours(snapshots, db_instance) if s.status == "available"]
+    available = [s for s in ours(snapshots, db_instance, label) if s.status == "available"]
     return available[keep:]
 
 
@@ -258,16 +281,18 @@ class Backups:
         if options.dry_run:
             if options.keep is not None:
                 # With --wait the new snapshot counts among the N newest once it is available.
-                new = Snapshot(name, identifier, "available", now, "manual", None, {TAG_KEY: TAG_VALUE})
+                new = Snapshot(
+                    name, identifier, "available", now, "manual", None, {TAG_KEY: TAG_VALUE, STACK_TAG: label}
+                )
                 planned = [*existing, new] if options.wait else existing
-                report.deleted = [s.identifier for s in to_delete(planned, identifier, options.keep)]
+                report.deleted = [s.identifier for s in to_delete(planned, identifier, options.keep, label)]
             return report
         started = time.monotonic()
         made = self._call(
             "rds:CreateDBSnapshot",
             DBSnapshotIdentifier=name,
             DBInstanceIdentifier=identifier,
-            Tags=[{"Key": TAG_KEY, "Value": TAG_VALUE}, {"Key": "quilt-ops:stack", "Value": label}],
+            Tags=[{"Key": TAG_KEY, "Value": TAG_VALUE}, {"Key": STACK_TAG, "Value": label}],
         )["DBSnapshot"]
         report.status = str(made.get("Status", "creating"))
         record["created"] = True
@@ -277,7 +302,7 @@ class Backups:
             report.seconds = time.monotonic() - started
         if options.keep is not None:
             try:
-                doomed = to_delete(self.snapshots(identifier), identifier, options.keep)
+                doomed = to_delete(self.snapshots(identifier), identifier, options.keep, label)
                 for snapshot in doomed:
                     self._call("rds:DeleteDBSnapshot", DBSnapshotIdentifier=snapshot.identifier)
                     report.deleted.append(snapshot.identifier)

@@ -86,6 +86,9 @@ class Settings:
     #: login user cannot write); "" never uses sudo.
     sudo: str = "sudo -n"
     known_hosts: str = "~/.ssh/known_hosts"
+    #: The IAM user each host was bound to at its first rotation ("" = ``quilt_known_users``
+    #: beside known_hosts); see `quilt_ops.known_users`.
+    known_users: str = ""
     host_key_policy: str = "reject"
     #: Seconds to wait for the SSH connection (Fabric's own default waits forever).
     connect_timeout: float = 10
@@ -128,6 +131,7 @@ class Settings:
             docker=_text(raw, "docker"),
             sudo=_text(raw, "sudo", allow_empty=True),
             known_hosts=os.path.expanduser(_text(raw, "known_hosts")),
+            known_users=os.path.expanduser(_text(raw, "known_users", allow_empty=True)),
             host_key_policy=_choice(raw, "host_key_policy", HOST_KEY_POLICIES),
             connect_timeout=_seconds(raw, "connect_timeout"),
             restart_timeout=_seconds(raw, "restart_timeout"),
@@ -142,6 +146,13 @@ class Settings:
             key_max_age_days=_days(raw, "key_max_age_days"),
             exporter_targets=_names(raw, "exporter_targets"),
         )
+
+    @property
+    def known_users_file(self) -> str:
+        """Where host -> IAM user bindings are kept (see `quilt_ops.known_users`)."""
+        from .known_users import default_path
+
+        return self.known_users or default_path(self.known_hosts)
 
     @property
     def where(self) -> str:

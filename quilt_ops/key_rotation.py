@@ -13,14 +13,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import rotation_plan
+from . import identity, known_users, rotation_plan
 from .config import Settings
 from .envfile import BUCKET, KEY_ID, EnvFile
 from .errors import Refused
 from .hostfiles import Access
 from .journal import Journal
-from .keys import AwsError, KeyStore, NewKey
+from .keys import KeyStore, NewKey
+from .local import again
 from .masking import Masker, printable
+from .remote import Target
 from .reporting import Reporter
 from .rotation_host import HostState
 from .rotation_plan import Deletion, Key, Plan, ResumeDecision
@@ -38,6 +40,8 @@ class RotateOptions:
     verify_timeout: float = 60.0
     restart_timeout: float | None = None
     dry_run: bool = False
+    #: An explicit --iam-user/--stack may replace the host's recorded binding.
+    rebind: bool = False
 
 
 class AccessKeys:
@@ -47,10 +51,20 @@ class AccessKeys:
     what = "key"
 
     def __init__(
-        self, store: KeyStore, options: RotateOptions, settings: Settings, host: str, reporter: Reporter, masker: Masker
+        self,
+        store: KeyStore,
+        options: RotateOptions,
+        settings: Settings,
+        target: Target,
+        reporter: Reporter,
+        masker: Masker,
     ) -> None:
-        self.store, self.options, self.settings, self.host = store, options, settings, host
+        self.store, self.options, self.settings, self.target = store, options, settings, target
+        self.host = target.name
         self.reporter, self.masker = reporter, masker
+        #: The command that re-runs this task on this host (in the re-binding message).
+        self.again = again(target, "rotate-keys")
+        self.identity: identity.Identity | None = None
         self.user: str | None = None
         self.user_source = ""
         self.keys: list[Key] = []
@@ -60,48 +74,41 @@ class AccessKeys:
     # -- who, and what IAM holds ---------------------------------------------------------------
 
     def find_user(self, host_key: str | None, bucket: str | None) -> tuple[str, str]:
-        """The IAM user, derived as a fresh run does (never from the journal).
-
-        The host's env file is a file on the host: when a stack is known, the stack decides
-        the user and the bucket, and a host that runs on another registry's key (or names
-        another bucket) is refused rather than rotated on that registry's behalf.
-        """
-        if self.options.iam_user:
-            return self.options.iam_user, "--iam-user"
-        if self.settings.iam_user:
-            return self.settings.iam_user, "quilt.iam_user"
+        """The IAM user, established as a fresh run does (never from the journal nor the
+        host's word alone: see `quilt_ops.identity`); with a stack, the host must also
+        name the stack's bucket."""
+        given, source = (self.options.iam_user, "--iam-user") if self.options.iam_user else (None, "")
+        if not given and self.settings.iam_user:
+            given, source = self.settings.iam_user, "quilt.iam_user"
         stack = self.options.stack
-        owner: str | None = None
-        try:
-            owner = self.store.user_of_key(host_key or "")
-        except AwsError:
-            if not stack:
-                raise
+        facts = identity.gather(
+            self.store,
+            self.target,
+            host_key,
+            given_user=given,
+            given_source=source,
+            stack=stack,
+            bindings=self.settings.known_users_file,
+            rebind=self.options.rebind,
+            rebind_command=self.again + " --rebind --iam-user USER (or --stack NAME)",
+        )
+        self.identity = identity.establish(facts)
         if stack:
-            return self._stack_user(stack, host_key, owner, bucket)
-        assert owner is not None
-        if "RegistryUser" not in owner:
-            # A host holding someone else's key (an admin's, say) must not get it rotated by guesswork.
-            raise Refused(
-                f"the host's key {host_key} belongs to IAM user {owner}, which is not a RegistryUser; "
-                f"give --iam-user {owner} to rotate it anyway; nothing was changed"
-            )
-        return owner, "owner of the host's key"
+            stack_bucket = self.store.stack_bucket(stack)
+            if stack_bucket and bucket != stack_bucket:
+                raise Refused(
+                    f"{self.settings.env_file} on {self.host} names the bucket {printable(bucket or 'none')}, but "
+                    f"stack {stack}'s bucket is {stack_bucket}; nothing was changed"
+                )
+        note = self.identity.binding_note
+        return self.identity.user, self.identity.source + (f"; {note}" if note else "")
 
-    def _stack_user(self, stack: str, host_key: str | None, owner: str | None, bucket: str | None) -> tuple[str, str]:
-        stack_user = self.store.user_from_stack(stack)
-        if owner is not None and owner != stack_user:
-            raise Refused(
-                f"the host's key {host_key} belongs to IAM user {owner}, but stack {stack}'s RegistryUser is "
-                f"{stack_user}: the host runs on another registry's key; nothing was changed"
-            )
-        stack_bucket = self.store.stack_bucket(stack)
-        if stack_bucket and bucket != stack_bucket:
-            raise Refused(
-                f"{self.settings.env_file} on {self.host} names the bucket {printable(bucket or 'none')}, but "
-                f"stack {stack}'s bucket is {stack_bucket}; nothing was changed"
-            )
-        return stack_user, f"RegistryUser of stack {stack}"
+    def bind(self) -> None:
+        """Records the host's binding (first rotation, or --rebind) once the run changes something."""
+        if self.identity is not None and self.identity.bind and not self.options.dry_run:
+            host, _ = identity.where(self.target)
+            known_users.record(self.settings.known_users_file, host, self.identity.user)
+            self.reporter.step(f"{host} bound to IAM user {self.identity.user} in {self.settings.known_users_file}")
 
     def find(self, state: HostState) -> str:
         """Finds the IAM user (raises `AwsError`, `Refused`); returns it."""

@@ -50,8 +50,10 @@ LONGEST = 24 * 3600
 #: ``--break-lock``), it stops the commands the run registered in $4 (process group and
 #: token $5, checked against the group leader's command line, which holds the token)
 #: before letting go: no command of a vanished run goes on changing the host after the
-#: lock is free. $6 is the env file, $7 the command's marker (the holder answers in
-#: sections), $8 quilt.sudo (for root processes in those groups: `sudo docker`).
+#: lock is free. The file opened is checked right after the open (a regular file, the inode
+#: at the path): a swap of the path between the check and the open is refused. $6 is the
+#: env file, $7 the command's marker (the holder answers in sections), $8 quilt.sudo (for
+#: root processes in those groups: `sudo docker`).
 #:
 #: It runs as whoever must stop the run's commands: the login user, or root. In a folder
 #: of another user ($9, the "owner" access) it runs as root and does every file operation
@@ -69,7 +71,13 @@ own() {{
 }}
 [ ! -L "$lockf" ] || {{ say cannot-open; exit 3; }}
 asowner sh -c '[ -e "$1" ] || [ -L "$1" ] || : >> "$1"' quilt-ops-lock-file "$lockf" 2>/dev/null
-{{ [ ! -L "$lockf" ] && exec 9<"$lockf"; }} 2>/dev/null || {{ say cannot-open; exit 3; }}
+{{ [ ! -L "$lockf" ] && [ -f "$lockf" ] && exec 9<"$lockf"; }} 2>/dev/null || {{ say cannot-open; exit 3; }}
+# What was opened must be the regular file now at that path (issue 18.2: a swap between the
+# check and the open made root open a file of its choosing): same device and inode.
+opened=$(stat -L -c '%d:%i:%F' -- "/proc/$$/fd/9" 2>/dev/null)
+there=$(stat -c '%d:%i:%F' -- "$lockf" 2>/dev/null)
+case $opened in *:'regular file' | *:'regular empty file') ;; *) opened=not-regular ;; esac
+[ "$opened" = "$there" ] || {{ exec 9<&-; say cannot-open; exit 3; }}
 flock -n 9 || {{ say busy; exit 4; }}
 own "$lockf"
 asowner sh -c 'rm -f -- "$1" && : > "$1"' quilt-ops-lock-file "$commands" && own "$commands"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from invoke.runners import Result
 
-from . import containers, docker_access, health, shell, stopping
+from . import admin_env, containers, docker_access, health, shell, stopping
 from .checks import HostHealth
 from .config import Settings
 from .envfile import EnvFile
@@ -76,8 +76,10 @@ def precheck_script(
     s.files(settings.env_file, write=False)
     start, env = q(settings.start_script), q(settings.env_file)
     s.add(
+        admin_env.script(admin_env.OWNED),
         f"if [ ! -e {start} ]; then say precheck missing-script; exit 0; fi",
         f"if [ ! -x {start} ]; then say precheck script-not-executable; exit 0; fi",
+        f"if ! owned_check {start} >/dev/null; then say precheck not-owned; exit 0; fi",
         f"if ! qfile test -r {env} 2>/dev/null; then say precheck env-unreadable; exit 0; fi",
     )
     s.send_file(settings.env_file, "env")
@@ -99,8 +101,9 @@ def start_script(settings: Settings, guard: shell.Script | None = None) -> shell
 
 def _run_start(s: shell.Script, settings: Settings) -> shell.Script:
     return s.add(
+        admin_env.script(admin_env.OWNED),
         "say script",
-        f"{q(settings.start_script)} 2>&1 </dev/null; rc=$?",
+        f"as_owner {q(settings.start_script)} 2>&1 </dev/null; rc=$?",
         "say scriptexit $rc",
         "exit $rc",
     )
@@ -110,6 +113,8 @@ PRECHECK_MESSAGES = {
     "missing-script": "start script {script} not found in {where}",
     "script-not-executable": "start script {script} is not executable",
     "env-unreadable": "env file {env} is missing or unreadable",
+    "not-owned": "start script {script}, or a folder above it, can be written by someone other than root and "
+    "the owner of {where}: refusing to run it as root (issue 18)",
 }
 
 

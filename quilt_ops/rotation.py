@@ -106,7 +106,7 @@ class Rotation:
         self.place = Place(
             target, settings, HostLock(target, settings, "rotate-keys"), getattr(target, "masker", None) or Masker()
         )
-        self.secret = AccessKeys(store, options, settings, target.name, reporter, self.place.masker)
+        self.secret = AccessKeys(store, options, settings, target, reporter, self.place.masker)
         self.host = target.name
         #: The command that finishes what this run leaves (in its messages).
         self.again = again(target, "rotate-keys")
@@ -229,6 +229,7 @@ class Rotation:
     def execute(self, plan: Plan | None) -> RotationReport:
         """Finishes what a dead run left (if anything), then rotates."""
         try:
+            self.secret.bind()
             if plan is None:
                 finished, plan = self.resume_first()
                 if finished is not None:

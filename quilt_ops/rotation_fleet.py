@@ -16,7 +16,7 @@ from typing import Any
 from . import audit, hosts, keys, output
 from . import options as task_options
 from .config import Settings
-from .errors import QuiltError, Refused
+from .errors import ConfigError, QuiltError, Refused
 from .rotation import RotateOptions, Rotation, RotationReport, shared_key_refusal
 from .status import ExitStatus
 
@@ -29,7 +29,10 @@ def options(
     verify_timeout: Any,
     timeout: Any,
     dry_run: bool,
+    rebind: bool = False,
 ) -> RotateOptions:
+    if rebind and not iam_user and not stack:
+        raise ConfigError("--rebind needs --iam-user or --stack: the operator names the user, never the host")
     return RotateOptions(
         iam_user=iam_user,
         stack=(stack or [None])[0],
@@ -38,6 +41,7 @@ def options(
         verify_timeout=task_options.seconds("--verify-timeout", verify_timeout) or 60.0,
         restart_timeout=task_options.seconds("--timeout", timeout),
         dry_run=dry_run,
+        rebind=rebind,
     )
 
 

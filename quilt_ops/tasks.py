@@ -266,9 +266,11 @@ def restart_plan(target: hosts.HostTarget, settings: Settings, reporter: Reporte
 
 @options.task(
     help={
-        "iam-user": "IAM user whose key is rotated (default: quilt.iam_user, else the owner of the host's key)",
+        "iam-user": "IAM user whose key is rotated (default: quilt.iam_user, else the host's binding in "
+        "quilt.known_users, else the key owner's stack if its EC2InstanceIp is this host)",
         "stack": "CloudFormation stack: without -H, its EC2InstanceIp is the host (repeatable); its "
-        "RegistryUser is the IAM user when the host's key does not tell",
+        "RegistryUser is the IAM user",
+        "rebind": "let --iam-user/--stack replace the IAM user recorded for the host in quilt.known_users",
         "keep-old": "leave the old key Inactive instead of deleting it (the next rotation removes it)",
         "delete-other-active": "at IAM's two-key limit, delete an Active key that is not the host's",
         "verify-timeout": "seconds to wait for IAM to accept the new key everywhere (default 60)",
@@ -298,6 +300,7 @@ def rotate_keys(
     parallel: Any = None,
     break_lock: bool = False,
     yes: bool = False,
+    rebind: bool = False,
 ) -> None:
     """Rotate RegistryUser's access key: create, verify, write env file, restart, retire the old key.
 
@@ -315,7 +318,7 @@ def rotate_keys(
 
     settings = Settings.load(c.config)
     rotate_options = rotation_fleet.options(
-        iam_user, stack, keep_old, delete_other_active, verify_timeout, timeout, dry_run
+        iam_user, stack, keep_old, delete_other_active, verify_timeout, timeout, dry_run, rebind
     )
     results = rotation_fleet.run(
         c,

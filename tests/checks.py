@@ -10,12 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+#: Set by quilt_ops/sh/create_admin_env.sh in the environment it gives create_admin.sh.
+REGISTRY_ENVIRONMENT = b"QUILT_OPS_REGISTRY_ENVIRONMENT=create_admin"
+
 
 class ProcessWatcher:
     """Samples every process's command line and environment on this machine during a run.
 
     The containers' own processes are left out: the registry holds its
-    environment by design (that is what the env file is for).
+    environment by design (that is what the env file is for); so does create_admin.sh,
+    given it by create-admin (the environments of its processes, not their command lines).
     """
 
     def __init__(self) -> None:
@@ -35,9 +39,12 @@ class ProcessWatcher:
                     continue
                 for name in ("cmdline", "environ"):
                     try:
-                        self.seen.add((proc / name).read_bytes())
+                        blob = (proc / name).read_bytes()
                     except OSError:
-                        pass
+                        continue
+                    if name == "environ" and REGISTRY_ENVIRONMENT in blob.split(b"\0"):
+                        continue  # create_admin.sh is given the registry's environment by design (issue 18.2)
+                    self.seen.add(blob)
             time.sleep(0.02)
 
     def __enter__(self) -> ProcessWatcher:

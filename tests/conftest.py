@@ -85,7 +85,7 @@ def aws(host: Operator) -> Iterator[AwsSide]:
     side.clear()
 
 
-SUITES = ("faults", "bad_input", "leaks", "concurrency", "security")
+SUITES = ("faults", "bad_input", "leaks", "concurrency", "security", "trust")
 
 
 def pytest_runtest_logreport(report: Any) -> None:

@@ -222,25 +222,33 @@ def test_backup_waits_until_available_tagged_and_audited(host, aws):
 
 def test_backup_keep_deletes_only_the_oldest_quilt_ops_snapshots(host, aws):
     host.aws_changed()
+    from datetime import datetime, timedelta, timezone
+
     import boto3
 
+    from quilt_ops.backups import snapshot_name
+
     rds = boto3.client("rds", **host.aws_kwargs())
-    tags = [{"Key": "made-by", "Value": "quilt-ops"}]
-    for name in ("quilt-ops-old-1", "quilt-ops-old-2", "quilt-ops-old-3"):
+    tags = [{"Key": "made-by", "Value": "quilt-ops"}, {"Key": "quilt-ops:stack", "Value": host.stack}]
+    now = datetime.now(timezone.utc)
+    old1, old2, old3 = (snapshot_name(host.stack, now - timedelta(minutes=m)) for m in (30, 20, 10))
+    for name in (old1, old2, old3):
         rds.create_db_snapshot(DBInstanceIdentifier=host.db_instance, DBSnapshotIdentifier=name, Tags=tags)
     rds.create_db_snapshot(DBInstanceIdentifier=host.db_instance, DBSnapshotIdentifier="before-upgrade")
     rds.create_db_snapshot(DBInstanceIdentifier=host.db_instance, DBSnapshotIdentifier="quilt-ops-untagged")
+    # Issue 18.2: a lookalike (prefix and made-by tag, as anyone with rds:AddTagsToResource can set) is kept.
+    rds.create_db_snapshot(DBInstanceIdentifier=host.db_instance, DBSnapshotIdentifier="quilt-ops-old-0", Tags=tags[:1])
     dry = backup(host, "--keep", "2", "--dry-run")
     assert dry.returncode == 0 and "would snapshot" in dry.stdout
-    assert "delete 1 older quilt-ops snapshot(s): quilt-ops-old-1;" in dry.stdout  # the new one not yet available
+    assert f"delete 1 older quilt-ops snapshot(s): {old1};" in dry.stdout  # the new one not yet available
     dry = backup(host, "--wait", "--keep", "2", "--dry-run")
-    assert "delete 2 older quilt-ops snapshot(s): quilt-ops-old-2, quilt-ops-old-1;" in dry.stdout
-    assert len(snapshots(host)) == 5
+    assert f"delete 2 older quilt-ops snapshot(s): {old2}, {old1};" in dry.stdout
+    assert len(snapshots(host)) == 6
     result = backup(host, "--wait", "--keep", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     left = set(snapshots(host))
-    assert {"quilt-ops-old-3", "before-upgrade", "quilt-ops-untagged"} <= left and len(left) == 4
-    assert "quilt-ops-old-1" not in left and "quilt-ops-old-2" not in left
+    assert {old3, "before-upgrade", "quilt-ops-untagged", "quilt-ops-old-0"} <= left and len(left) == 5
+    assert old1 not in left and old2 not in left
 
 
 def test_backup_refused_when_the_database_is_not_available(host, aws):

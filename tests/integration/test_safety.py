@@ -328,12 +328,25 @@ def test_point_10_6_two_hosts_on_one_key_are_refused_before_any_change(host, aws
         assert twin.env_file.read_bytes() == before
 
 
+def bind(host, twin, user):
+    """Records twin -> user in quilt.known_users, as a first rotation with --iam-user would."""
+    import re
+
+    from quilt_ops import known_users
+
+    port = int(
+        re.search(rf"Host {re.escape(twin.alias)}\n(?:\s+\S.*\n)*?\s+Port (\d+)", twin.ssh_config.read_text())[1]
+    )
+    known_users.record(str(host.known_hosts.parent / known_users.FILE_NAME), known_users.entry("127.0.0.1", port), user)
+
+
 def test_point_10_11_ctrl_c_in_a_parallel_run_stops_every_host_cleanly(host, aws):
     from registry_sandbox.twin import registry_user, remove_registry_user
 
     user, key_id, secret = registry_user(host, "quilt-twin")
     try:
         with host.twin(key_id, secret) as twin:
+            bind(host, twin, user)  # no stack names the twin: the operator bound it (issue 18.1)
             aws.fault(new_key_delay=120)
             run = host.start(
                 "rotate-keys",

@@ -132,8 +132,8 @@ def cases():
         ("curl-missing", ("health",), tool_hidden("curl"), 3, "curl is not installed"),
         ("flock-missing", ("rotate-keys",), tool_hidden("flock"), 3, "flock is not installed"),
         ("iam-user-missing", ("rotate-keys", "--iam-user", "no-such-user"), nothing, 4, "no-such-user"),
-        ("iam-user-other", ("rotate-keys", "--iam-user", "quilt-operator"), nothing, 4, "does not belong"),
-        ("key-of-another-user", ("rotate-keys",), operator_key_in_env, 4, "not a RegistryUser"),
+        ("iam-user-other", ("rotate-keys", "--iam-user", "quilt-operator"), nothing, 4, "belongs to IAM user"),
+        ("key-of-another-user", ("rotate-keys",), operator_key_in_env, 4, "belongs to IAM user quilt-operator"),
     ]
 
 

@@ -326,7 +326,8 @@ def answers(**changes):
         "iam:GetUserPolicy": {"PolicyDocument": DEPLOYMENT},
         "iam:ListAttachedUserPolicies": {"AttachedPolicies": []},
         "s3:GetBucketVersioning": {"Status": "Enabled"},
-        "cloudformation:DescribeStacks": {"Stacks": [{"StackStatus": "CREATE_COMPLETE"}]},
+        "cloudformation:DescribeStacks": {"Stacks": [{"StackStatus": "CREATE_COMPLETE", "Outputs": [
+            {"OutputKey": "EC2InstanceIp", "OutputValue": "10.0.0.1"}]}]},
         "cloudformation:DescribeStackResources": {"StackResources": [
             {"LogicalResourceId": "RegistryUser", "ResourceType": "AWS::IAM::User", "PhysicalResourceId": USER},
             {"LogicalResourceId": "Db", "ResourceType": "AWS::RDS::DBInstance", "PhysicalResourceId": DB},
@@ -341,7 +342,7 @@ def answers(**changes):
 
 
 def look(calls, stack=None, user=None):
-    found = account.AwsLook("h", stack, account.AwsOptions(iam_user=user))
+    found = account.AwsLook("h", stack, account.AwsOptions(iam_user=user), ("h", frozenset({"10.0.0.1"})))
     found.calls = calls
     from concurrent.futures import ThreadPoolExecutor
 
@@ -386,7 +387,8 @@ REFUSALS = [
 
 @pytest.mark.parametrize("action,name", REFUSALS, ids=[r[0] for r in REFUSALS])
 def test_a_missing_permission_is_unknown_naming_the_action(action, name):
-    stack = STACK if action == "iam:GetAccessKeyLastUsed" else None  # else the stack is found from the user
+    # Else the stack is found from the user; a stack that cannot be read proves no user (issue 18.1).
+    stack = STACK if action in ("iam:GetAccessKeyLastUsed", "cloudformation:DescribeStacks") else None
     checks = by_name(look(FakeCalls(answers(), denied={action}), stack=stack).checks(HOST_KEY, BUCKET, NOW))
     assert checks[name].status == ExitStatus.UNKNOWN
     assert checks[name].summary.startswith(f"needs {action}")
@@ -534,3 +536,18 @@ def test_bad_aws_settings(raw, key):
 
     with pytest.raises(ConfigError, match=f"quilt.{key}"):
         Settings.load({"quilt": raw})
+
+
+def test_issue_18_a_forged_key_of_another_stack_is_critical_and_its_user_not_looked_at():
+    """The host's key is a claim: the owner's stack must name this very host (fails on main:
+    health --aws reported on the forged key's user as the host's own)."""
+    calls = FakeCalls(answers())
+    calls.answers["cloudformation:DescribeStacks"] = {
+        "Stacks": [
+            {"StackStatus": "CREATE_COMPLETE", "Outputs": [{"OutputKey": "EC2InstanceIp", "OutputValue": "10.9.9.9"}]}
+        ]
+    }
+    checks = by_name(look(calls).checks(HOST_KEY, BUCKET, NOW))
+    owner = checks["aws key owner"]
+    assert owner.status == ExitStatus.CRITICAL and USER in owner.summary and "10.9.9.9" in owner.summary
+    assert "iam:ListUserPolicies" not in calls.made  # the forged user's policies are not reported as the host's

@@ -149,6 +149,7 @@ def drive(pieces, code, answers):
         Admin("alice", "a@b", "good-password"),
         5,
         masker(Admin("alice", "a@b", "good-password")),
+        "/tmp/quilt-ops-admin.ABCDEFGHIJ",
     )
     return session.run()
 

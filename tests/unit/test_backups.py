@@ -15,7 +15,8 @@ from quilt_ops.status import ExitStatus
 
 NOW = datetime(2026, 11, 28, 3, 10, 0, tzinfo=timezone.utc)
 DB, OTHER_DB = "quilt-prod-registrydatabase-abc", "another-db"
-TAGS = {"made-by": "quilt-ops"}
+LABEL = "quilt-prod"
+TAGS = {"made-by": "quilt-ops", "quilt-ops:stack": LABEL}
 
 
 @pytest.mark.parametrize(
@@ -36,18 +37,31 @@ def snap(name, hours_old, status="available", tags=TAGS, db=DB, kind="manual"):
     return Snapshot(name, db, status, NOW - timedelta(hours=hours_old), kind, 20, dict(tags))
 
 
-A = snap("quilt-ops-quilt-prod-a", 1)
-B = snap("quilt-ops-quilt-prod-b", 2)
-C = snap("quilt-ops-quilt-prod-c", 3)
-D = snap("quilt-ops-quilt-prod-d", 4)
-CREATING = snap("quilt-ops-quilt-prod-new", 0, status="creating")
-FAILED = snap("quilt-ops-quilt-prod-failed", 5, status="failed")
+def made(hours_old, **kw):
+    """A snapshot as `backup` names it for LABEL, made ``hours_old`` ago."""
+    return snap(backups.snapshot_name(LABEL, NOW - timedelta(hours=hours_old)), hours_old, **kw)
+
+
+A = made(1)
+B = made(2)
+C = made(3)
+D = made(4)
+CREATING = made(0, status="creating")
+FAILED = made(5, status="failed")
 HAND_MADE = snap("before-upgrade", 10, tags={})
-NAMED_ONLY = snap("quilt-ops-looks-like-ours", 11, tags={})
+NAMED_ONLY = snap(backups.snapshot_name(LABEL, NOW - timedelta(hours=11)), 11, tags={})
 TAGGED_ONLY = snap("nightly", 12)
-OTHER_DBS = snap("quilt-ops-other-a", 13, db=OTHER_DB)
-AUTOMATED = snap("quilt-ops-rds-automated", 14, kind="automated")
-ALL = [A, B, C, D, CREATING, FAILED, HAND_MADE, NAMED_ONLY, TAGGED_ONLY, OTHER_DBS, AUTOMATED]
+OTHER_DBS = snap(backups.snapshot_name(LABEL, NOW - timedelta(hours=13)), 13, db=OTHER_DB)
+AUTOMATED = snap(backups.snapshot_name(LABEL, NOW - timedelta(hours=14)), 14, kind="automated")
+# Issue 18.2: lookalikes, tagged by someone with rds:AddTagsToResource, are never deleted.
+PREFIX_ONLY = snap("quilt-ops-quilt-prod-important", 15)
+OTHER_STACK_TAG = made(16, tags={"made-by": "quilt-ops", "quilt-ops:stack": "quilt-staging"})
+NO_STACK_TAG = made(17, tags={"made-by": "quilt-ops"})
+LONGER_LABEL = snap(backups.snapshot_name("quilt-prod-eu", NOW - timedelta(hours=18)), 18)
+SUFFIXED = snap(backups.snapshot_name(LABEL, NOW - timedelta(hours=19)) + "-keep", 19)
+TIME_DISAGREES = snap(backups.snapshot_name(LABEL, NOW - timedelta(hours=20)), 200)
+LOOKALIKES = [PREFIX_ONLY, OTHER_STACK_TAG, NO_STACK_TAG, LONGER_LABEL, SUFFIXED, TIME_DISAGREES]
+ALL = [A, B, C, D, CREATING, FAILED, HAND_MADE, NAMED_ONLY, TAGGED_ONLY, OTHER_DBS, AUTOMATED, *LOOKALIKES]
 
 KEEP = [
     # (case, snapshots, keep, deleted)
@@ -60,21 +74,25 @@ KEEP = [
     ("only quilt-ops' own: name and tag", ALL, 1, [B, C, D]),
     ("another database's are not touched", [OTHER_DBS, A], 1, []),
     ("none of ours", [HAND_MADE, NAMED_ONLY, TAGGED_ONLY, AUTOMATED], 1, []),
+    ("lookalikes are never deleted", [A, *LOOKALIKES], 1, []),
+    ("lookalikes do not count among the N kept", [*LOOKALIKES, A, B], 1, [B]),
 ]
 
 
 @pytest.mark.parametrize("case,snapshots,keep,deleted", KEEP, ids=[k[0] for k in KEEP])
 def test_what_keep_deletes(case, snapshots, keep, deleted):
-    doomed = backups.to_delete(snapshots, DB, keep)
+    doomed = backups.to_delete(snapshots, DB, keep, LABEL)
     assert doomed == deleted
-    ours = [s for s in snapshots if backups.made_by_quilt_ops(s) and s.db_instance == DB and s.status == "available"]
+    mine = [s for s in snapshots if backups.made_by_quilt_ops(s, LABEL) and s.db_instance == DB]
+    ours = [s for s in mine if s.status == "available"]
     assert len([s for s in ours if s not in doomed]) == min(keep, len(ours))  # never fewer than N available
-    assert all(backups.made_by_quilt_ops(s) and s.db_instance == DB for s in doomed)
+    assert all(backups.made_by_quilt_ops(s, LABEL) and s.db_instance == DB for s in doomed)
+    assert not set(map(id, doomed)) & set(map(id, LOOKALIKES))
 
 
 def test_keep_zero_is_refused():
     with pytest.raises(ConfigError, match="at least 1"):
-        backups.to_delete([A], DB, 0)
+        backups.to_delete([A], DB, 0, LABEL)
 
 
 @pytest.mark.parametrize(
@@ -84,7 +102,7 @@ def test_keep_zero_is_refused():
         (None, [], "does not exist"),
         (Database(DB, "stopped", 7), [], "is stopped, not available"),
         (Database(DB, "backing-up", 7), [], "is backing-up"),
-        (Database(DB, "available", 7), [CREATING], "already being made (quilt-ops-quilt-prod-new"),
+        (Database(DB, "available", 7), [CREATING], f"already being made ({CREATING.identifier}"),
         (Database(DB, "available", 7), [HAND_MADE.__class__("x", DB, "creating", NOW)], "already being made (x"),
         (Database(DB, "available", 7), [snap("y", 0, status="creating", db=OTHER_DB)], None),
     ],
@@ -96,14 +114,14 @@ def test_refusal(db, snapshots, words):
 
 def test_listing_rows_and_json():
     rows = backups.rows([A, CREATING.__class__("n", DB, "creating", NOW, progress=40)], NOW)
-    assert rows[0] == ("quilt-ops-quilt-prod-a", "available", "20 GiB", "1h00m", "2026-11-28 02:10:00Z")
+    assert rows[0] == (A.identifier, "available", "20 GiB", "1h00m", "2026-11-28 02:10:00Z")
     assert rows[1][1] == "creating 40%"
     doc = backups.as_dict(A, NOW)
     assert doc["age_seconds"] == 3600 and doc["status"] == "available" and doc["size_gib"] == 20
 
 
 def test_ours_is_newest_first():
-    assert backups.ours(ALL, DB) == [CREATING, A, B, C, D, FAILED]
+    assert backups.ours(ALL, DB, LABEL) == [CREATING, A, B, C, D, FAILED]
 
 
 @pytest.mark.parametrize("value,expected", [(None, None), ("3", 3), (1, 1)])

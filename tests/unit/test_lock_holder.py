@@ -103,3 +103,31 @@ def test_the_breaker_ends_only_lock_holders_and_never_through_a_symlink(tmp_path
         assert reader.poll() is None  # holds the file, but is no lock holder
     finally:
         reader.kill()
+
+
+def test_issue_18_the_holder_refuses_a_lock_file_swapped_for_another(tmp_path, monkeypatch):
+    """The holder checks `[ ! -L lock ]`, then opens it: a path swapped in between (here: the
+    open goes to another file, as after the race) is refused, not locked (fails on main)."""
+    other = tmp_path / "root-only"
+    other.write_text("")
+    # The race, made certain: `exec 9<` opens `other` while the path is then a symlink to it.
+    swapped = lock._HOLDER.replace('exec 9<"$lockf"', f'exec 9<{other} && ln -sf {other} "$lockf"')
+    holder = subprocess.run(
+        ["bash", "-c", swapped, "quilt-ops-lock", str(tmp_path / "lock"), str(tmp_path / "note"), "{}",
+         str(tmp_path / "commands"), TOKEN, str(tmp_path / "env"), "@@m", "", ""],
+        input=b"", capture_output=True, timeout=20,
+    )  # fmt: skip
+    assert holder.stdout == b"@@m lock cannot-open\n" and holder.returncode == 3
+    assert not (tmp_path / "note").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_issue_18_the_holder_locks_only_a_regular_file(tmp_path, kind):
+    path = tmp_path / "lock"
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    holder = subprocess.run(
+        ["timeout", "10", "bash", "-c", lock._HOLDER, "quilt-ops-lock", str(path), str(tmp_path / "note"), "{}",
+         str(tmp_path / "commands"), TOKEN, str(tmp_path / "env"), "@@m", "", ""],
+        input=b"", capture_output=True, timeout=20,
+    )  # fmt: skip
+    assert holder.stdout == b"@@m lock cannot-open\n", holder

@@ -292,11 +292,11 @@ OTHER_USER = "quilt-other-RegistryUser-ZYXWVUTSRQPON"
     [
         (USER, "prod-packages", USER),
         (None, "prod-packages", USER),  # RegistryUser may not ask IAM whose key it is: the stack tells
-        (OTHER_USER, "prod-packages", "another registry's key"),
+        (OTHER_USER, "prod-packages", "runs on another user's key"),
         (USER, "someone-elses-bucket", "names the bucket someone-elses-bucket"),
     ],
 )
-def test_review_with_a_stack_the_stack_decides_the_user(key_owner, bucket, expected):
+def test_review_with_a_stack_the_stack_decides_the_user(key_owner, bucket, expected, tmp_path):
     """Review: the host's env file is a file on the host; with --stack a host running on
     another registry's key (or bucket) must be refused, not rotated on its behalf."""
     from types import SimpleNamespace
@@ -306,7 +306,8 @@ def test_review_with_a_stack_the_stack_decides_the_user(key_owner, bucket, expec
     from quilt_ops.rotation import RotateOptions, Rotation
 
     store = StackStore(key_owner, USER, "prod-packages")
-    rotation = Rotation(SimpleNamespace(name="h"), Settings(), store, RotateOptions(stack="quilt-prod"), Silent())
+    settings = Settings(known_users=str(tmp_path / "known_users"))
+    rotation = Rotation(SimpleNamespace(name="h"), settings, store, RotateOptions(stack="quilt-prod"), Silent())
     if expected == USER:
         assert rotation.find_user(OLD, bucket)[0] == USER
         return
