@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests import promtool
 from tests.tool import Running, wait_until
 
 pytestmark = pytest.mark.sandbox
@@ -316,60 +317,14 @@ def prometheus_binary() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def prometheus(tmp_path: Path, target: int, interval: float) -> Iterator[str]:
     """A Prometheus server on a loopback port scraping the exporter every ``interval`` seconds;
     yields its base URL; stopped (then killed) at the end."""
-    binary = prometheus_binary()
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        json.dumps(
-            {
-                "global": {"scrape_interval": f"{interval:g}s", "scrape_timeout": f"{interval:g}s"},
-                "scrape_configs": [{"job_name": "quilt", "static_configs": [{"targets": [f"127.0.0.1:{target}"]}]}],
-            }
-        )
-    )
-    log = (tmp_path / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_until("prometheus ready", ready, 60, interval=0.2)
+    prometheus_binary()  # skipped (or failed in CI) with its reason when missing
+    jobs = [{"job_name": "quilt", "static_configs": [{"targets": [f"127.0.0.1:{target}"]}]}]
+    with promtool.server(tmp_path, jobs, interval) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 def query(url: str, expression: str) -> dict[str, float]:

@@ -70,54 +70,11 @@ def exporter(folder: Path, *args: str, nofile: int | None = None) -> Iterator[tu
             run.kill()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def prometheus(folder: Path, scrape_configs: list[dict]) -> Iterator[str]:
     """A real Prometheus with these scrape configs; yields its URL; stopped (then killed) at the end."""
-    binary = promtool.binary("prometheus")
-    port = free_port()
-    config = folder / "prometheus.yml"
-    config.write_text(
-        json.dumps({"global": {"scrape_interval": "1s", "scrape_timeout": "1s"}, "scrape_configs": scrape_configs})
-    )
-    log = (folder / "prometheus.log").open("w")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={folder / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        def ready() -> bool:
-            assert proc.poll() is None, (folder / "prometheus.log").read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_until("prometheus ready", ready, 60, interval=0.2)
+    with promtool.server(folder, scrape_configs) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
 
 
 def query(url: str, expression: str) -> dict[tuple[str, str], float]:
