@@ -31,6 +31,15 @@ owned_check() {
             ao_ow=0
             ao_gw=0
         fi
+        # An access control list may let anybody write, whatever the mode bits say (ls marks
+        # one with a '+' after the mode): refused, the mode cannot be trusted then.
+        ao_ls=$(ls -ld -- "$ao_path") || { say owned refused unreadable; return 96; }
+        case $ao_ls in
+            ??????????+*)
+                say owned refused acl "$ao_path"
+                return 96
+                ;;
+        esac
         if [ "$ao_u" != 0 ] && [ "$ao_u" != "$ao_uid" ]; then
             say owned refused owner "$ao_path"
             return 96

@@ -4,8 +4,10 @@ script, or a folder above it, that someone other than root and that owner can wr
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
+import struct
 import subprocess
 
 import pytest
@@ -68,3 +70,31 @@ def test_a_script_of_another_user_is_refused(folder):
     os.chown(home / "start.sh", daemon.pw_uid, daemon.pw_gid)
     result = run_owned(home, "./start.sh")
     assert result.returncode == 96 and "SAY owned refused owner" in result.stdout
+
+
+def acl_letting(uid: int) -> bytes:
+    """A POSIX access ACL (the xattr's binary form): the mode's entries plus user ``uid`` rw-."""
+    entries = [
+        (0x01, 7, 0xFFFFFFFF),
+        (0x02, 6, uid),
+        (0x04, 5, 0xFFFFFFFF),
+        (0x10, 7, 0xFFFFFFFF),
+        (0x20, 5, 0xFFFFFFFF),
+    ]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *entry) for entry in entries)
+
+
+def test_a_script_an_acl_lets_others_write_is_refused(folder):
+    # Found by the review of issue 18: root:root, mode 775 through the ACL's mask, group root:
+    # the mode bits alone passed it, and `daemon` could append to what root then ran.
+    home, _ = folder
+    script = home / "start.sh"
+    os.chown(script, 0, 0)
+    try:
+        os.setxattr(script, "system.posix_acl_access", acl_letting(pwd.getpwnam("daemon").pw_uid))
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            pytest.skip("this file system has no POSIX ACLs")
+        raise
+    result = run_owned(home, "./start.sh")
+    assert result.returncode == 96 and "SAY owned refused acl" in result.stdout, result
