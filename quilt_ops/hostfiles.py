@@ -148,6 +148,14 @@ FAILURES: dict[int, str] = {
 }
 
 
+def restore_mode(recorded: int, current: int | None) -> int:
+    """The mode an env file is put back with on a rollback: the journal's (the file's mode when
+    the rotation began) but never wider than the file the rotation wrote, which kept that mode.
+    The journal is a file on the host: a forged ``mode`` must not make the old secret readable
+    to all. Permission bits only (no setuid, setgid or sticky)."""
+    return recorded & (0o600 if current is None else current) & 0o777
+
+
 def replace_command(path: str, size: int, mode: int, was_sha256: str) -> str:
     """Replaces ``path`` with ``size`` bytes read from stdin, if it still has the digest
     ``was_sha256`` (see ``sh/replace.sh``)."""

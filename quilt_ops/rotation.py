@@ -516,7 +516,9 @@ class Rotation:
             )
         # The bytes just checked go back (not the backup file again), and only over the file
         # this rotation wrote: an edit made since is never overwritten.
-        ran = rotation_host.restore_env(self.place, backup, self.journal.mode, self.journal.written_sha256)
+        written = self.state.env.mode if self.state is not None and self.state.env is not None else None
+        mode = hostfiles.restore_mode(self.journal.mode, written)
+        ran = rotation_host.restore_env(self.place, backup, mode, self.journal.written_sha256)
         if ran.code != 0:
             why = (
                 "it changed since the rotation wrote it (edited meanwhile?)"

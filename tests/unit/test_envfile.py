@@ -178,3 +178,22 @@ def test_lines_docker_refuses_are_masked_and_named(line, secret):
 def test_new_key_with_odd_characters_is_refused():
     with pytest.raises(EnvFileError):
         EnvFile(REAL.encode()).with_key(NEW_ID, "bad\nsecret")
+
+
+@pytest.mark.parametrize(
+    "recorded, current, expected",
+    [
+        (0o600, 0o600, 0o600),  # the usual: as it was
+        (0o640, 0o640, 0o640),  # a group-readable file stays so
+        (0o666, 0o600, 0o600),  # a forged journal mode: never wider than the file written
+        (0o4755, 0o755, 0o755),  # no setuid from a journal
+        (0o644, None, 0o600),  # the written file's mode unknown: owner only
+        (0o600, 0o644, 0o600),  # narrower journal mode kept
+    ],
+)
+def test_rollback_mode_is_never_wider_than_the_file_written(recorded, current, expected):
+    # Review of issue 18: the rollback chmod'ed the restored env file to the journal's mode,
+    # and the journal is a file anyone who can write the folder may replace.
+    from quilt_ops.hostfiles import restore_mode
+
+    assert restore_mode(recorded, current) == expected
