@@ -22,7 +22,13 @@ NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: Kept from the login session, never taken from the host's file (the .sh refuses them too).
 SESSION = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "LANG", "TZ")
 #: Names that make a shell or the dynamic loader run something of their choosing.
-RUNS_CODE = re.compile(r"LC_.*|DOCKER_.*|LD_.*|BASH.*|ENV|SHELLOPTS|IFS|PS4|CDPATH|GLOBIGNORE|PROMPT_COMMAND")
+#: (Review of issue 18: also the C library's loaders and lookups, other interpreters' start-up
+#: hooks, and a shell's read timeout.)
+RUNS_CODE = re.compile(
+    r"LC_.*|DOCKER_.*|LD_.*|BASH.*|ENV|SHELLOPTS|IFS|PS4|CDPATH|GLOBIGNORE|PROMPT_COMMAND"
+    r"|GCONV_PATH|NLSPATH|HOSTALIASES|RES_OPTIONS|LOCPATH|MALLOC_.*|GLIBC_TUNABLES|TERMINFO.*|TMOUT"
+    r"|PYTHON.*|PERL5.*|PERLLIB|RUBYOPT|RUBYLIB|NODE_OPTIONS|NODE_PATH"
+)
 SCRIPT = "create_admin_env.sh"
 
 

@@ -32,7 +32,7 @@ owned_check() {
             ao_gw=0
         fi
         # An access control list may let anybody write, whatever the mode bits say (ls marks
-        # one with a '+' after the mode): refused, the mode cannot be trusted then.
+        # one with a '+' after the mode): refused, as the mode says too little
         ao_ls=$(ls -ld -- "$ao_path") || { say owned refused unreadable; return 96; }
         case $ao_ls in
             ??????????+*)

@@ -19,7 +19,9 @@ while IFS= read -r -d '' entry; do
     name=${entry%%=*}
     case $name in
         '' | [0-9]* | *[!A-Za-z0-9_]* | PATH | HOME | USER | LOGNAME | SHELL | TERM | LANG | LC_* | TZ | \
-            DOCKER_* | LD_* | BASH* | ENV | SHELLOPTS | IFS | PS4 | CDPATH | GLOBIGNORE | PROMPT_COMMAND)
+            DOCKER_* | LD_* | BASH* | ENV | SHELLOPTS | IFS | PS4 | CDPATH | GLOBIGNORE | PROMPT_COMMAND | \
+            GCONV_PATH | NLSPATH | HOSTALIASES | RES_OPTIONS | LOCPATH | MALLOC_* | GLIBC_TUNABLES | TERMINFO* | \
+            TMOUT | PYTHON* | PERL5* | PERLLIB | RUBYOPT | RUBYLIB | NODE_OPTIONS | NODE_PATH)
             bad=1
             break
             ;;

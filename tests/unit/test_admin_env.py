@@ -92,15 +92,24 @@ def test_a_newline_ends_a_value_as_docker_reads_it(tmp_path):
         b"IFS=x",
         b"a b=c",
         b"1X=y",
+        b"GCONV_PATH=/tmp/evil",
+        b"NLSPATH=/tmp/evil",
+        b"TMOUT=1",
+        b"PYTHONSTARTUP=/tmp/evil.py",
+        b"NODE_OPTIONS=--require=/tmp/evil.js",
+        b"PERL5OPT=-Mevil",
     ],
 )
 def test_names_that_change_what_runs_are_refused(line):
+    # (GCONV_PATH, NLSPATH, TMOUT, PYTHON*, NODE_OPTIONS... added after the review of issue 18)
     with pytest.raises(admin_env.Unusable) as e:
         admin_env.entries(b"TEAM_NAME=QA Team\n" + line + b"\n")
     assert "line 2" in str(e.value) and "evil" not in str(e.value)
 
 
-@pytest.mark.parametrize("name", ["PATH", "LD_PRELOAD", "BASH_ENV", "1X", "A-B"])
+@pytest.mark.parametrize(
+    "name", ["PATH", "LD_PRELOAD", "BASH_ENV", "1X", "A-B", "GCONV_PATH", "TMOUT", "PYTHONSTARTUP", "NODE_OPTIONS"]
+)
 def test_the_wrapper_refuses_such_names_itself(tmp_path, name):
     """Defence in depth: even data that did not come through `entries` cannot set them."""
     dump, fake = tmp_path / "environment", tmp_path / "create_admin.sh"
