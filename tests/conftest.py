@@ -41,31 +41,73 @@ def _running(sandbox: Any, name: str) -> bool:
     return bool(status["docker"]["ok"] and all(s["ok"] for s in status["sshd"]) and status["aws"].get("ok", True))
 
 
+def _own_shape(worker_id: str) -> Any:
+    from registry_sandbox import MAIN, worker_shape
+
+    number = _worker_number(worker_id)
+    return MAIN if number == 0 else worker_shape(number)
+
+
+def _worker_id(config: Any) -> str:
+    return str(getattr(config, "workerinput", {}).get("workerid", "master"))
+
+
+#: Whether this worker's host was up when the session began (None: the sandbox cannot be read).
+_WAS_RUNNING: dict[str, bool] = {}
+
+
+def pytest_sessionstart(session: Any) -> None:
+    """Notes whether this worker's host is up before any test runs: whichever fixture brings it
+    up first (this file's or test_sandbox.py's own), the session stops it at its end if it was not."""
+    try:
+        from registry_sandbox import Sandbox
+
+        _WAS_RUNNING["host"] = _running(Sandbox(), _own_shape(_worker_id(session.config)).name)
+    except Exception:  # no sandbox here (a fast-tier machine): nothing to stop later either
+        _WAS_RUNNING["host"] = True
+
+
+def pytest_runtest_setup(item: Any) -> None:
+    if item.get_closest_marker("sandbox") is not None:
+        _WAS_RUNNING["ran_sandbox_tests"] = True
+
+
+def pytest_sessionfinish(session: Any) -> None:
+    """Stops this worker's host if the session brought it up (unless `keep_sandbox`): the suite
+    leaves the machine as it found it. (Stopping it in the fixture's teardown missed a host that
+    test_sandbox.py's fixtures brought up first: a fresh clone's run left a worker host running.)"""
+    # Only a session that ran sandbox tests itself (not the xdist controller, not the fast tier
+    # beside another session's hosts) stops anything.
+    if _WAS_RUNNING.get("host", True) or not _WAS_RUNNING.get("ran_sandbox_tests") or keep_sandbox():
+        return
+    try:
+        from registry_sandbox import Sandbox
+
+        sandbox, name = Sandbox(), _own_shape(_worker_id(session.config)).name
+        if name in sandbox.host_names():
+            sandbox.down(name)
+    except Exception as e:  # never hide the tests' own outcome behind a teardown problem
+        print(f"conftest: could not stop sandbox host: {type(e).__name__}: {e}")
+
+
 @pytest.fixture(scope="session")
 def sandbox_host(worker_id: str) -> Iterator[Any]:
-    """This worker's sandbox host, brought up once per session, and stopped at the session's
-    end when it was not running before (unless `keep_sandbox`): the suite leaves the machine
-    as it found it.
+    """This worker's sandbox host, brought up once per session (and stopped at the session's end
+    when it was not running before: `pytest_sessionfinish`).
 
     Skips with the reason when it cannot be had (no docker, no sshd, not root),
     unless QUILT_OPS_REQUIRE_SANDBOX=1 (set by .ci/run) turns that into a failure.
     """
     try:
-        from registry_sandbox import MAIN, Sandbox, worker_shape
+        from registry_sandbox import Sandbox
 
-        number = _worker_number(worker_id)
-        shape = MAIN if number == 0 else worker_shape(number)
-        sandbox = Sandbox()
-        was_running = _running(sandbox, shape.name)
-        host = sandbox.up(shape)
+        host = Sandbox().up(_own_shape(worker_id))
     except Exception as e:  # anything that stops the sandbox: say it once, skip or fail
         reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
         if os.environ.get("QUILT_OPS_REQUIRE_SANDBOX") == "1":
             pytest.fail(f"sandbox required but unavailable: {reason}")
         pytest.skip(f"sandbox unavailable: {reason}")
     yield host
-    if not was_running and not keep_sandbox():
-        sandbox.down(shape.name)
 
 
 @pytest.fixture
