@@ -52,24 +52,59 @@ def _worker_id(config: Any) -> str:
     return str(getattr(config, "workerinput", {}).get("workerid", "master"))
 
 
-#: Whether this worker's host was up when the session began (None: the sandbox cannot be read).
+#: Whether this worker's host was up when the session took it, and whether it ran sandbox tests.
 _WAS_RUNNING: dict[str, bool] = {}
 
 
-def pytest_sessionstart(session: Any) -> None:
-    """Notes whether this worker's host is up before any test runs: whichever fixture brings it
-    up first (this file's or test_sandbox.py's own), the session stops it at its end if it was not."""
-    try:
-        from registry_sandbox import Sandbox
+#: How long (seconds) a session waits for another session on the same sandbox host to end.
+SESSION_WAIT = float(os.environ.get("QUILT_OPS_SANDBOX_SESSION_WAIT", 40 * 60))
 
-        _WAS_RUNNING["host"] = _running(Sandbox(), _own_shape(_worker_id(session.config)).name)
-    except Exception:  # no sandbox here (a fast-tier machine): nothing to stop later either
-        _WAS_RUNNING["host"] = True
+
+def _hold_host_for_the_session(config: Any) -> None:
+    """Holds this worker's host for the rest of the session (an flock beside the sandbox
+    folder, never inside it: a test may remove the folder). Two sessions on one host would
+    stop and restart each other's engines and moto (a CI run beside a leftover run did); the
+    second one waits for the first, bounded, and then fails saying who holds it."""
+    import fcntl
+    import time
+
+    from registry_sandbox import Sandbox
+
+    name = _own_shape(_worker_id(config)).name
+    path = f"{Sandbox().root}.session-{name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + SESSION_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                os.close(fd)
+                pytest.exit(f"sandbox host {name} is held by another test session (pid {holder}): {path}", 3)
+            time.sleep(1)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _SESSION_LOCK.append(fd)  # held until this process exits
+    # Whether the host is up now, before any fixture (this file's or test_sandbox.py's own)
+    # brings it up: the session stops it at its end if it was not.
+    _WAS_RUNNING["host"] = _running(Sandbox(), name)
+
+
+_SESSION_LOCK: list[int] = []
 
 
 def pytest_runtest_setup(item: Any) -> None:
-    if item.get_closest_marker("sandbox") is not None:
-        _WAS_RUNNING["ran_sandbox_tests"] = True
+    """Before the first sandbox test's fixtures: the worker's host held for the session."""
+    if item.get_closest_marker("sandbox") is None or _SESSION_LOCK:
+        return
+    _WAS_RUNNING["ran_sandbox_tests"] = True
+    _WAS_RUNNING["host"] = True  # unless found down below: never stop what cannot be read
+    try:
+        _hold_host_for_the_session(item.config)
+    except ImportError:  # no sandbox code here: the fixture skips or fails with the reason
+        _SESSION_LOCK.append(-1)
 
 
 def pytest_sessionfinish(session: Any) -> None:

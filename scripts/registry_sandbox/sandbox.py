@@ -252,6 +252,9 @@ class Sandbox:
         if aws_started:
             aws_mod.wait_aws(state.aws)
             fresh_key = aws_mod.provision(state.aws, shape.stack, state.secrets["DB_PASSWORD"])
+            # A new moto is a new account: its users have new names, so the host's recorded
+            # binding (to a user of the AWS that died with its moto) would refuse every rotation.
+            layout.known_users.unlink(missing_ok=True)
             save()
             log.info(
                 f"host {shape.name}: moto on 127.0.0.1:{state.aws.moto_port}, AWS endpoint {state.aws.endpoint}, "

@@ -192,6 +192,8 @@ class Layout:
         self.settings = self.dir / "settings"
         self.ssh_config = self.dir / "ssh_config"
         self.known_hosts = self.dir / "known_hosts"
+        #: quilt-ops' default quilt.known_users (beside known_hosts): the bindings of this host's AWS.
+        self.known_users = self.dir / "quilt_known_users"
         self.fabric_config = self.dir / "fabric.yaml"
         self.audit_log = self.dir / "audit.log"
 

@@ -371,6 +371,24 @@ def test_up_restarts_the_hosts_own_engine_whatever_docker_host_says(
     host.refresh()
 
 
+def test_a_new_aws_forgets_the_bindings_of_the_old(sb: Sandbox, host: Host) -> None:
+    """moto killed (a machine restart kills every process): up starts a new one, whose users
+    have new names, so the host's recorded binding must go with the old world. A fresh clone's
+    CI met exactly this: every rotation refused, "the host runs on another user's key"."""
+    known_users = host.dir / "quilt_known_users"
+    known_users.write_text(f"[127.0.0.1]:{host.ssh_port} {host.iam_user}\n")
+    old_user = host.iam_user
+    os.kill(host.aws.moto_pid or 0, 9)
+    os.kill(host.aws.proxy_pid or 0, 9)
+
+    healed = sb.up(host.shape)
+
+    assert healed.iam_user != old_user
+    assert old_user not in (known_users.read_text() if known_users.exists() else "")
+    assert healed.healthy()
+    host.refresh()
+
+
 # ----------------------------------------------------------------------------- start.sh
 
 
