@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NoReturn, TypeVar
@@ -449,6 +449,9 @@ class Rotation:
         recovery = after_failure(step, failure, self.journal)
         if recovery == Recovery.REPORT:
             raise e
+        if recovery == Recovery.SWEEP:
+            new = self.unanswered(e)
+            recovery = Recovery.ABANDON if new else Recovery.FORGET
         if recovery == Recovery.FORGET:
             self.forget()
         if recovery in (Recovery.NOTHING_CHANGED, Recovery.FORGET):
@@ -464,6 +467,20 @@ class Rotation:
         raise error(
             self.facts(Left.BOTH_KEYS, because(e), old, new, compensation_error=str(e), holds=self.holds())
         ) from None
+
+    def unanswered(self, e: QuiltError) -> str:
+        """CreateAccessKey failed, but IAM may have made the key: the one found (now in the
+        journal, to be abandoned), or ""; if IAM cannot be listed the journal stays."""
+        assert self.journal is not None
+        try:
+            key = self.secret.unanswered(self.journal.started, self.state.host_key if self.state else None)
+        except QuiltError as lost:
+            raise error(self.facts(Left.UNANSWERED, str(e), compensation_error=str(lost))) from None
+        if key is not None:
+            self.reporter.step(f"IAM made {key.id} during this run though CreateAccessKey failed: deleting it")
+            with suppress(QuiltError):
+                self.record(self.journal.at(Step.CREATED, new_key_id=key.id, new_key_created=key.created))
+        return key.id if key else ""
 
     def abandoned(self, step: Step, failure: Failure, e: QuiltError, new: str) -> RotationError:
         """Deletes the new key the host never saw; the error that says so."""
