@@ -15,7 +15,8 @@
 #
 # It runs as whoever must stop the run's commands: the login user, or root. In a folder of
 # another user ($9, the "owner" access) it runs as root and does every file operation as that
-# user; root only opens the lock file to read, never through a symbolic link. Run as root in
+# user, opening the lock file too (root then opens the file the owner's process holds, never
+# the path; see below). Run as root in
 # root's folder, the files it makes take the env file's owner and group, so that a run as that
 # user can take the lock later.
 umask 077
@@ -28,12 +29,41 @@ own() {
 }
 [ ! -L "$lockf" ] || { say cannot-open; exit 3; }
 asowner sh -c '[ -e "$1" ] || [ -L "$1" ] || : >> "$1"' quilt-ops-lock-file "$lockf" 2>/dev/null
-{ [ ! -L "$lockf" ] && [ -f "$lockf" ] && exec 9<"$lockf"; } 2>/dev/null || { say cannot-open; exit 3; }
+# In a folder of another user, root never opens the lock path (issue 18: a FIFO, a symlink to a
+# device or a root-only file swapped in between a check and the open was opened as root before
+# the refusal): the owner's own process opens it (a FIFO blocks only that process, for at most
+# 5 s), checks it got a regular file of its own, says its pid and waits; root opens the file
+# that process holds (/proc/PID/fd/9: whatever is at the path by then does not matter), so root
+# only ever opens what the owner could open anyway, and checks it again below.
+if [ -n "$owner" ]; then
+  coproc opener { asowner timeout 5 bash -c '
+    exec 9<"$1" || exit 3
+    case $(stat -L -c "%F:%u" -- "/proc/$$/fd/9") in
+      "regular file:$(id -u)" | "regular empty file:$(id -u)") ;;
+      *) exit 3 ;;
+    esac
+    echo "$$"
+    read -r _' quilt-ops-lock-open "$lockf" 2>/dev/null; }
+  # shellcheck disable=SC2154  # coproc sets opener_PID
+  from=${opener[0]} to=${opener[1]} opener_pid=$opener_PID pid=
+  IFS= read -r -t 7 pid <&"$from"
+  case $pid in '' | *[!0-9]*) say cannot-open; exit 3 ;; esac
+  [ "$(stat -c %U -- "/proc/$pid" 2>/dev/null)" = "$owner" ] || { say cannot-open; exit 3; }
+  { exec 9<>"/proc/$pid/fd/9"; } 2>/dev/null || { say cannot-open; exit 3; }
+  # Its stdin closed, the owner's process ends (saved numbers: an ended coproc's are unset).
+  eval "exec $to>&- $from<&-"
+  wait "$opener_pid" 2>/dev/null
+else
+  # The holder's own folder (or root's, which nobody else writes): it opens the path itself.
+  { [ ! -L "$lockf" ] && [ -f "$lockf" ] && exec 9<"$lockf"; } 2>/dev/null || { say cannot-open; exit 3; }
+fi
 # What was opened must be the regular file now at that path (issue 18.2: a swap between the
-# check and the open made root open a file of its choosing): same device and inode.
-opened=$(stat -L -c '%d:%i:%F' -- "/proc/$$/fd/9" 2>/dev/null)
-there=$(stat -c '%d:%i:%F' -- "$lockf" 2>/dev/null)
-case $opened in *:'regular file' | *:'regular empty file') ;; *) opened=not-regular ;; esac
+# check and the open made root open a file of its choosing): same device and inode, and in
+# another user's folder, that user's.
+opened=$(stat -L -c '%d:%i:%F:%U' -- "/proc/$$/fd/9" 2>/dev/null)
+there=$(stat -c '%d:%i:%F:%U' -- "$lockf" 2>/dev/null)
+case $opened in *:'regular file':* | *:'regular empty file':*) ;; *) opened=not-regular ;; esac
+[ -z "$owner" ] || [ "${opened##*:}" = "$owner" ] || opened=not-the-owners
 [ "$opened" = "$there" ] || { exec 9<&-; say cannot-open; exit 3; }
 flock -n 9 || { say busy; exit 4; }
 own "$lockf"

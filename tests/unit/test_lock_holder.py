@@ -134,3 +134,75 @@ def test_issue_18_the_holder_locks_only_a_regular_file(tmp_path, kind):
         input=b"", capture_output=True, timeout=20,
     )  # fmt: skip
     assert holder.stdout == b"@@m lock cannot-open\n", holder
+
+
+# ----------------------------------------------------------------------------- a folder of another user
+
+AS_ROOT = os.geteuid() == 0 and shutil.which("runuser") is not None and shutil.which("flock") is not None
+
+
+@pytest.fixture
+def owners_folder():
+    """A folder of user ``nobody``, where the holder runs as root (the "owner" access)."""
+    if not AS_ROOT:
+        pytest.skip("needs root, runuser and flock (the holder as root in another user's folder)")
+    import pwd
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    folder = Path(tempfile.mkdtemp(prefix="qo-lock-", dir="/tmp"))
+    os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def hold_as_root(folder: Path) -> subprocess.CompletedProcess:
+    """The holder run as root in ``folder`` for its owner ``nobody``; its stdin closed at once."""
+    return subprocess.run(
+        ["bash", "-c", HOLDER, "quilt-ops-lock", str(folder / "lock"), str(folder / "note"), "{}",
+         str(folder / "commands"), TOKEN, str(folder / "env"), "@@m", "", "nobody", SILENCE],
+        input=b"", capture_output=True, timeout=30,
+    )  # fmt: skip
+
+
+def test_issue_18_as_root_in_an_owners_folder_the_owners_lock_file_is_locked(owners_folder):
+    held = hold_as_root(owners_folder)
+    assert held.stdout.startswith(b"@@m lock acquired\n"), held
+    assert (owners_folder / "lock").stat().st_uid == owners_folder.stat().st_uid
+
+
+def test_issue_18_root_never_opens_a_lock_file_its_owner_could_not(owners_folder):
+    """A root-only file at the lock path (a hard link, or a swap the check missed): root opened
+    and locked it before (fails on main: 'acquired'); now the owner's process opens the path."""
+    lock_file = owners_folder / "lock"
+    lock_file.write_text("")
+    lock_file.chmod(0o600)  # root's
+    held = hold_as_root(owners_folder)
+    assert held.stdout == b"@@m lock cannot-open\n" and held.returncode == 3, held
+    assert not (owners_folder / "note").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink to a root-only file", "symlink to the owner's file"])
+def test_issue_18_as_root_a_fifo_or_symlink_at_the_lock_path_is_refused(owners_folder, kind):
+    lock_file, victim = owners_folder / "lock", Path(str(owners_folder) + ".victim")
+    try:
+        if kind == "fifo":
+            os.mkfifo(lock_file)
+            os.chown(lock_file, owners_folder.stat().st_uid, owners_folder.stat().st_gid)
+        else:
+            victim.write_text("")
+            if "owner" in kind:
+                os.chown(victim, owners_folder.stat().st_uid, owners_folder.stat().st_gid)
+            lock_file.symlink_to(victim)
+        started = time.monotonic()
+        held = hold_as_root(owners_folder)
+        assert held.stdout == b"@@m lock cannot-open\n" and held.returncode == 3, held
+        assert time.monotonic() - started < 15
+        assert not (owners_folder / "note").exists()
+        if victim.exists():  # not locked: flock takes it at once
+            assert subprocess.run(["flock", "-n", str(victim), "true"]).returncode == 0
+    finally:
+        victim.unlink(missing_ok=True)
