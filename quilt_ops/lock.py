@@ -218,6 +218,12 @@ class HostLock:
                 f"cannot take the host lock on {self.target.name}: "
                 f"{hostfiles.refusal(section.words[1:], self.settings.env_file)}; nothing was changed"
             )
+        if said == "cannot-open":
+            raise LockUnavailable(
+                f"cannot open the lock file {where} on {self.target.name}: it is not a regular file of the env "
+                "folder's owner (a symlink, a FIFO, another user's file?), or it could not be created there; "
+                "check it and remove it if it is not quilt-ops'; nothing was changed"
+            )
         raise LockUnavailable(
             f"cannot create the lock file {where} on {self.target.name}: its folder is missing, or the login user "
             "cannot write it and passwordless sudo does not work (quilt-ops needs one of the two); "

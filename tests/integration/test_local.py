@@ -396,6 +396,7 @@ def test_local_as_root_opens_no_lock_file_its_owner_could_not(host, local, tmp_p
         result = local.run("restart", timeout=60)
         assert result.returncode == 4, result.stdout + result.stderr
         assert "lock" in one_error(result) and "nothing was changed" in one_error(result)
+        assert "is not a regular file of the env folder's owner" in one_error(result)
         assert victim.read_text() == "untouched\n" and host.container_states() == states
     finally:
         lock.unlink(missing_ok=True)

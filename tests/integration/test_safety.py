@@ -447,6 +447,7 @@ def test_review_a_symlinked_lock_file_is_neither_followed_nor_broken(host, tmp_p
             result = host.run(*args)
             assert result.returncode == 4, result.stdout + result.stderr
             assert "lock" in one_error(result) and "nothing was changed" in one_error(result)
+            assert "is not a regular file of the env folder's owner" in one_error(result)
         assert victim.read_text() == "untouched\n" and host.container_states() == states
     finally:
         lock.unlink()
