@@ -51,7 +51,7 @@ if [ -n "$owner" ]; then
   [ "$(stat -c %U -- "/proc/$pid" 2>/dev/null)" = "$owner" ] || { say cannot-open; exit 3; }
   { exec 9<>"/proc/$pid/fd/9"; } 2>/dev/null || { say cannot-open; exit 3; }
   # Its stdin closed, the owner's process ends (saved numbers: an ended coproc's are unset).
-  eval "exec $to>&- $from<&-"
+  exec {to}>&- {from}<&-
   wait "$opener_pid" 2>/dev/null
 else
   # The holder's own folder (or root's, which nobody else writes): it opens the path itself.
