@@ -35,7 +35,19 @@ def test_every_script_names_its_shell():
         assert text.startswith(("#!/bin/sh\n", "#!/bin/bash\n")) or "# shellcheck shell=sh" in text, name
 
 
-@pytest.mark.parametrize("name", ["replace.sh", "backup.sh", "write_private.sh", "access.sh"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "replace.sh",
+        "backup.sh",
+        "write_private.sh",
+        "access.sh",
+        "lock_holder.sh",
+        "lock_break.sh",
+        "restart.sh",
+        "health.sh",
+    ],
+)
 def test_scripts_load_from_the_package(name):
     text = sh.load(name)
     assert text.endswith("\n")
