@@ -50,8 +50,9 @@ LONGEST = 24 * 3600
 HOLDER = "lock_holder.sh"
 BREAK = "lock_break.sh"
 
-#: Runs the holder (and the breaker) as the user ``sh/lock_holder.sh`` says; ``o`` is $9 of the holder.
-_HOLDER_AS = 'o=; if [ "$qaccess" = owner ]; then o=$dn; hold() { as_root "$@"; }; else hold() { qfile "$@"; }; fi'
+#: The lock's part of a step's script: ``lock_hold`` (runs the holder, or the breaker, as the
+#: holder says), ``lock_folder_owner``, ``lock_register`` and ``lock_access_is`` (``sh/lock.sh``).
+FUNCTIONS = "lock.sh"
 
 
 class LockHeld(QuiltError):
@@ -155,10 +156,11 @@ class HostLock:
         s.need("flock", "bash")
         s.add(
             '[ "$qaccess" != none ] || exit 0',
-            _HOLDER_AS,
-            f"hold bash -c {q(sh.load(HOLDER))} quilt-ops-lock {q(lock_name(self.settings))} "
+            sh.load(FUNCTIONS),
+            f"lock_hold bash -c {q(sh.load(HOLDER))} quilt-ops-lock {q(lock_name(self.settings))} "
             f"{q(owner_name(self.settings))} {q(self.owner_note())} {q(commands_name(self.settings))} "
-            f'{q(self.token)} {q(self.settings.env_file)} "$m" {q(self.settings.sudo)} "$o" {int(SILENCE)}',
+            f'{q(self.token)} {q(self.settings.env_file)} "$m" {q(self.settings.sudo)} "$(lock_folder_owner)" '
+            f"{int(SILENCE)}",
         )
         return s
 
@@ -245,7 +247,7 @@ class HostLock:
         holder = describe_owner(self.read_note())
         s = shell.Script(self.settings)
         s.add(hostfiles.access_script(self.settings.env_file))
-        s.add(_HOLDER_AS, f"hold sh -c {q(sh.load(BREAK))} quilt-ops-break {q(lock_name(self.settings))}")
+        s.add(sh.load(FUNCTIONS), f"lock_hold sh -c {q(sh.load(BREAK))} quilt-ops-break {q(lock_name(self.settings))}")
         self.target.run(s.text(), timeout=30, what="breaking the lock")
         return holder
 
@@ -262,19 +264,11 @@ class HostLock:
     def guard(self, script: shell.Script) -> shell.Script:
         """Adds to a changing command: the check that this run still holds the lock, and the
         registration of the command, so that the holder stops it if this run vanishes."""
-        script.add(hostfiles.access_script(self.settings.env_file))
-        # Registered first, checked second: a holder that goes away between the two still
-        # finds the command, and one that went before is caught by the check.
-        script.add(
-            f"printf '%s %s\\n' \"$(sed 's/.*) //' /proc/$$/stat | cut -d' ' -f3)\" {q(self.token)} | "
-            f"qfile sh -c 'umask 077; cat >> \"$1\"' quilt-ops-register {q(commands_name(self.settings))} 2>/dev/null"
-        )
+        script.add(hostfiles.access_script(self.settings.env_file), sh.load(FUNCTIONS))
+        # Registered first, checked second (see ``sh/lock.sh``).
+        script.add(f"lock_register {q(commands_name(self.settings))} {q(self.token)}")
         script.guard_lock(lock_name(self.settings), owner_name(self.settings), self.token)
-        # The folder's ownership decides who writes there (see `Access`): what was true when
-        # the lock was taken must still be true for every changing command.
-        return script.add(
-            f'[ "$qaccess" = {q(self.access.value)} ] || {{ say fail access-changed; exit {shell.PROLOGUE_FAILED}; }}'
-        )
+        return script.add(f"lock_access_is {q(self.access.value)}")
 
     def release(self) -> None:
         """Closes the holder's stdin: it removes its note and lets go (no extra round trip)."""

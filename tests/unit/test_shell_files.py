@@ -81,3 +81,8 @@ def test_no_remote_exit_code_literal_in_the_rotation():
             isinstance(c, ast.Constant) and c.value in (40, 41, 42, 28) for c in node.comparators
         ):
             pytest.fail(f"exit code literal at line {node.lineno}")
+
+
+def test_the_scripts_stop_with_the_prologue_s_exit_code():
+    """lock.sh's access check stops a guarded command as the prologue does (`Exit.PROLOGUE_FAILED`)."""
+    assert f"exit {sh.Exit.PROLOGUE_FAILED.value}; }}" in sh.load("lock.sh")
