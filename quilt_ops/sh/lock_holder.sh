@@ -32,11 +32,11 @@ asowner sh -c '[ -e "$1" ] || [ -L "$1" ] || : >> "$1"' quilt-ops-lock-file "$lo
 # In a folder of another user, root never opens the lock path (issue 18: a FIFO, a symlink to a
 # device or a root-only file swapped in between a check and the open was opened as root before
 # the refusal): the owner's own process opens it (a FIFO blocks only that process, for at most
-# 5 s), checks it got a regular file of its own, says its pid and waits; root opens the file
+# 10 s), checks it got a regular file of its own, says its pid and waits; root opens the file
 # that process holds (/proc/PID/fd/9: whatever is at the path by then does not matter), so root
 # only ever opens what the owner could open anyway, and checks it again below.
 if [ -n "$owner" ]; then
-  coproc opener { asowner timeout 5 bash -c '
+  coproc opener { asowner timeout 10 bash -c '
     exec 9<"$1" || exit 3
     case $(stat -L -c "%F:%u" -- "/proc/$$/fd/9") in
       "regular file:$(id -u)" | "regular empty file:$(id -u)") ;;
@@ -46,7 +46,7 @@ if [ -n "$owner" ]; then
     read -r _' quilt-ops-lock-open "$lockf" 2>/dev/null; }
   # shellcheck disable=SC2154  # coproc sets opener_PID
   from=${opener[0]} to=${opener[1]} opener_pid=$opener_PID pid=
-  IFS= read -r -t 7 pid <&"$from"
+  IFS= read -r -t 12 pid <&"$from"
   case $pid in '' | *[!0-9]*) say cannot-open; exit 3 ;; esac
   [ "$(stat -c %U -- "/proc/$pid" 2>/dev/null)" = "$owner" ] || { say cannot-open; exit 3; }
   { exec 9<>"/proc/$pid/fd/9"; } 2>/dev/null || { say cannot-open; exit 3; }
