@@ -4,10 +4,9 @@ For each step the driver records it (the journal on the host, and the audit reco
 acts, and when the act fails asks the failure policy (`rotation_policy.after_failure`)
 and runs the compensation it names: nothing, forget the journal, abandon the new secret,
 leave it for the next run, roll back, or report that the rollback is stuck. The steps:
-lock the host, read everything in one command, check it and plan (`rotation_preflight`);
-finish or roll back what a dead run left (`rotation_resume`); create the new secret,
-verify it, write the env file atomically, recreate the containers and require health on
-the new secret, retire the old.
+lock, read, check and plan (`rotation_preflight`); finish or roll back what a dead run
+left (`rotation_resume`); create the new secret, verify it, write the env file atomically,
+recreate the containers and require health on the new secret, retire the old.
 
 What is rotated is not known here: `key_rotation.AccessKeys` (RegistryUser's AWS key)
 finds the owner, plans, creates, verifies and retires, and checks every deletion right
@@ -267,12 +266,9 @@ class Rotation:
             pass
 
     def abandon(self, key_id: str, why: str = "") -> None:
-        """Deletes a new secret the host never saw, and the journal.
-
-        If AWS cannot be reached to delete it, the journal stays, so that the next run
-        deletes it (the host still runs on the old one). ``why`` (the reason it is given
-        up) leads the message then.
-        """
+        """Deletes a new secret the host never saw, and the journal. If AWS cannot be reached to
+        delete it, the journal stays, so that the next run deletes it (the host still runs on
+        the old one); ``why`` (the reason it is given up) leads the message then."""
         try:
             self.secret.delete_new(key_id, self.state.host_key if self.state else None)
         except (AwsError, Refused) as e:
