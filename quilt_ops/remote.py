@@ -393,7 +393,10 @@ class SshTarget(Runner):
         try:
             channel = self.cxn.create_session()
             name = sudo_password.new_name()
-            channel.exec_command(sudo_password.keeper_command(name, sudo_password.asking(self.sudo), MARK))
+            command = sudo_password.keeper_command(name, sudo_password.asking(self.sudo), MARK)
+            if self.run_options.echo:
+                self.echo(self.name, command, self.masker)
+            channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise NotStarted(f"lost the SSH connection to {self.name} ({type(e).__name__})") from None
         keeper = SshProcess(channel, self.name)

@@ -1,0 +1,142 @@
+"""Issue 20.3: a host whose sudo asks for the login user's password.
+
+The worker's host is reshaped in place (``sudo_password``: the login user has a password,
+its sudoers rule has no NOPASSWD; `registry_sandbox.Host.sudo_password`). quilt-ops takes
+the password where Fabric users put it (``sudo.password``, ``FABRIC_SUDO_PASSWORD``,
+``--prompt-for-sudo-password``) and gives it to the host only on a keeper's stdin: never on a
+command line, in an environment or in any output (checked on every process of this machine,
+which runs the sandbox host's sshd and everything below it, while the tasks run).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from quilt_ops import sudo_password
+from tests.checks import ProcessWatcher
+from tests.terminal import on_terminal
+from tests.tool import ROOT, executable, one_error
+
+pytestmark = pytest.mark.sandbox
+
+WRONG = "not-the-password 'x' $y"
+
+
+def with_password(host, path: Path, password: str) -> Path:
+    """The host's fabric config with sudo.password set (JSON is YAML)."""
+    import yaml
+
+    data = yaml.safe_load(Path(host.fabric_config).read_text())
+    data["sudo"] = {"password": password}
+    path.write_text(json.dumps(data))
+    path.chmod(0o600)
+    return path
+
+
+def keeper_folders(host) -> list[Path]:
+    """The keepers' folders of the login user (in its temp folder: /tmp)."""
+    return [p for p in Path("/tmp").glob("quilt-ops-sudo.*") if p.owner() == host.login_user]
+
+
+@pytest.fixture
+def asking(host):
+    """The worker's host, its sudo asking for the login user's password."""
+    with host.reshaped(sudo_password=True):
+        assert host.sudo_password
+        asked = host.ssh("sudo -n true 2>&1; echo rc=$?").stdout
+        assert "password is required" in asked and "rc=1" in asked
+        yield host
+
+
+def test_health_restart_and_rotate_keys_with_sudo_password(asking, aws, tmp_path):
+    host = asking
+    config = with_password(host, tmp_path / "fabric.yaml", host.sudo_password)
+    secret = host.sudo_password
+    logs = [*(host.dir / "ssh").glob("sshd*.log"), host.audit_log]
+    sizes = {log: log.stat().st_size if log.exists() else 0 for log in logs}
+    sudo_log_before = len(host.sudo_log())
+    outputs = []
+    with ProcessWatcher() as watcher:
+        for args in (("health", "--json"), ("restart",), ("rotate-keys",), ("health",)):
+            result = host.run(*args, config=config)
+            outputs.append(result.stdout + result.stderr)
+            assert result.returncode == 0, result.stdout + result.stderr
+    assert secret not in "\n".join(outputs)
+    leaked = [blob[:200] for blob in watcher.seen if secret.encode() in blob]
+    assert leaked == []  # no command line, no environment of any process (sshd, sudo, the scripts)
+    for log in logs:
+        assert secret.encode() not in log.read_bytes()[sizes[log] :], log
+    sudo_log = host.sudo_log()[sudo_log_before:]
+    assert "COMMAND=" in sudo_log and "docker" in sudo_log  # sudo ran docker for them, having asked
+    assert "incorrect password" not in sudo_log and secret not in sudo_log
+    assert host.healthy()
+    assert keeper_folders(host) == []  # each run's keeper removed its folder
+
+
+def test_the_env_variable_works_too(asking):
+    result = asking.run("health", env={"FABRIC_SUDO_PASSWORD": asking.sudo_password})
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_without_a_password_it_fails_cleanly_as_before(asking):
+    result = asking.run("health")
+    assert result.returncode == 3
+    line = one_error(result)
+    assert "sudo" in line
+
+
+@pytest.mark.parametrize("task", [("health",), ("restart",), ("rotate-keys",)])
+def test_a_wrong_password_is_one_error_line_tried_once(asking, aws, tmp_path, task):
+    host = asking
+    before = host.env_file.read_bytes()
+    states = host.container_states()
+    keys = aws.keys()
+    config = with_password(host, tmp_path / "fabric.yaml", WRONG)
+    sudo_log_before = len(host.sudo_log())
+    result = host.run(*task, config=config, timeout=60)
+    line = one_error(result)
+    assert "did not accept the password" in line and result.returncode == 3, result.stderr
+    sudo_log = host.sudo_log()[sudo_log_before:]
+    assert "1 incorrect password attempt" in sudo_log and sudo_log.count("incorrect password") == 1  # tried once
+    assert WRONG not in sudo_log
+    assert WRONG not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert host.env_file.read_bytes() == before and host.container_states() == states and aws.keys() == keys
+    assert keeper_folders(host) == []
+
+
+def run_on_terminal(host, args, answers, timeout=120):
+    exe = executable("fab")
+    cmd = [exe, "-S", str(host.ssh_config), "-f", str(host.fabric_config), "-H", host.alias, *args]
+    return on_terminal(cmd, host.tool_env(), str(ROOT), answers, timeout)
+
+
+def test_prompt_for_sudo_password_on_a_terminal(asking):
+    host = asking
+    prompt = "Desired 'sudo.password' config value:"
+    code, output = run_on_terminal(host, ["--prompt-for-sudo-password", "restart"], [(prompt, host.sudo_password)])
+    assert code == 0, output
+    assert host.sudo_password not in output  # typed with echo off, never shown
+    code, output = run_on_terminal(host, ["--prompt-for-sudo-password", "health"], [(prompt, WRONG)])
+    assert code == 3, output
+    assert "did not accept the password" in output and WRONG not in output
+
+
+def test_a_killed_runs_folder_is_removed_by_the_next(asking, tmp_path):
+    """The keeper's folder goes with its connection; one left behind (its keeper gone) by the next."""
+    host = asking
+    stale = Path("/tmp") / f"quilt-ops-sudo.{sudo_password.new_name()}"
+    host.ssh(f"mkdir -m 700 {stale} && echo x > {stale}/password && touch -d '-5 minutes' {stale}")
+    assert stale.exists()
+    config = with_password(host, tmp_path / "fabric.yaml", host.sudo_password)
+    result = host.run("health", config=config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not stale.exists()
+    assert keeper_folders(host) == []
+
+
+def test_a_passwordless_host_with_a_password_given_works(host, tmp_path):
+    config = with_password(host, tmp_path / "fabric.yaml", WRONG)
+    result = host.run("health", config=config)
+    assert result.returncode == 0, result.stdout + result.stderr
