@@ -9,6 +9,7 @@ which runs the sandbox host's sshd and everything below it, while the tasks run)
 """
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from tests.tool import ROOT, executable, one_error
 pytestmark = pytest.mark.sandbox
 
 WRONG = "not-the-password 'x' $y"
+ADMIN_PASSWORD = "Canary-Admin-Password-4417"
 
 
 def with_password(host, path: Path, password: str) -> Path:
@@ -49,7 +51,7 @@ def asking(host):
         yield host
 
 
-def test_health_restart_and_rotate_keys_with_sudo_password(asking, aws, tmp_path):
+def test_health_restart_rotate_keys_and_create_admin_with_sudo_password(asking, aws, tmp_path):
     host = asking
     config = with_password(host, tmp_path / "fabric.yaml", host.sudo_password)
     secret = host.sudo_password
@@ -58,11 +60,14 @@ def test_health_restart_and_rotate_keys_with_sudo_password(asking, aws, tmp_path
     sudo_log_before = len(host.sudo_log())
     outputs = []
     with ProcessWatcher() as watcher:
-        for args in (("health", "--json"), ("restart",), ("rotate-keys",), ("health",)):
-            result = host.run(*args, config=config)
+        name = f"sudo{int(time.time() * 1000) % 10_000_000}"
+        admin = ("create-admin", "--username", name, "--email", f"{name}@example.com", "--password-stdin")
+        for args in (("health", "--json"), ("restart",), ("rotate-keys",), admin, ("health",)):
+            result = host.run(*args, config=config, input=ADMIN_PASSWORD + "\n")
             outputs.append(result.stdout + result.stderr)
             assert result.returncode == 0, result.stdout + result.stderr
-    assert secret not in "\n".join(outputs)
+    assert secret not in "\n".join(outputs) and ADMIN_PASSWORD not in "\n".join(outputs)
+    assert f"Admin {name} created" in outputs[3]  # create_admin.sh's own sudo, on its terminal, did not ask
     leaked = [blob[:200] for blob in watcher.seen if secret.encode() in blob]
     assert leaked == []  # no command line, no environment of any process (sshd, sudo, the scripts)
     for log in logs:
