@@ -49,6 +49,7 @@ def asking(host):
         asked = host.ssh("sudo -n true 2>&1; echo rc=$?").stdout
         assert "password is required" in asked and "rc=1" in asked
         yield host
+    assert "rc=0" in host.ssh("sudo -n true; echo rc=$?").stdout  # the shape back: passwordless again
 
 
 def test_health_restart_rotate_keys_and_create_admin_with_sudo_password(asking, aws, tmp_path):

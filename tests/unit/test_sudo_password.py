@@ -149,3 +149,20 @@ def test_askpass_prints_the_file_beside_it_and_answers_once_while_checking(tmp_p
     assert askpass(tmp_path, "[sudo] password for u: ").stdout == SECRET + "\n"
     again = askpass(tmp_path, "[sudo] password for u: ")
     assert again.returncode != 0 and again.stdout == ""
+
+
+def test_the_sandbox_shape_whose_sudo_asks():
+    """The sandbox's ``sudo_password`` shape changes in place, and needs sudo at all."""
+    import sys
+    from pathlib import Path
+
+    scripts = str(Path(__file__).resolve().parents[2] / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    from registry_sandbox.shapes import IN_PLACE, MAIN, HostShape
+
+    assert "sudo_password" in IN_PLACE and MAIN.sudo_password is False
+    assert MAIN.same_build(MAIN.with_changes(sudo_password=True))
+    for bad in ({"docker_access": "none"}, {"docker_access": "group", "sudo": False}):
+        with pytest.raises(ValueError, match="sudo_password needs sudo"):
+            HostShape(sudo_password=True, **bad)
