@@ -17,7 +17,7 @@ import pytest
 from quilt_ops import sudo_password
 from tests.checks import ProcessWatcher
 from tests.terminal import on_terminal
-from tests.tool import ROOT, executable, one_error
+from tests.tool import ROOT, executable, one_error, wait_until
 
 pytestmark = pytest.mark.sandbox
 
@@ -63,12 +63,13 @@ def test_health_restart_rotate_keys_and_create_admin_with_sudo_password(asking, 
     with ProcessWatcher() as watcher:
         name = f"sudo{int(time.time() * 1000) % 10_000_000}"
         admin = ("create-admin", "--username", name, "--email", f"{name}@example.com", "--password-stdin")
-        for args in (("health", "--json"), ("restart",), ("rotate-keys",), admin, ("health",)):
+        for args in (("health", "--json"), ("restart",), ("rotate-keys",), admin, ("-e", "health")):
             result = host.run(*args, config=config, input=ADMIN_PASSWORD + "\n")
             outputs.append(result.stdout + result.stderr)
             assert result.returncode == 0, result.stdout + result.stderr
     assert secret not in "\n".join(outputs) and ADMIN_PASSWORD not in "\n".join(outputs)
     assert f"Admin {name} created" in outputs[3]  # create_admin.sh's own sudo, on its terminal, did not ask
+    assert "sudo_keeper.sh" in outputs[4]  # -e shows the keeper too (the secret checked above)
     leaked = [blob[:200] for blob in watcher.seen if secret.encode() in blob]
     assert leaked == []  # no command line, no environment of any process (sshd, sudo, the scripts)
     for log in logs:
@@ -146,3 +147,19 @@ def test_a_passwordless_host_with_a_password_given_works(host, tmp_path):
     config = with_password(host, tmp_path / "fabric.yaml", WRONG)
     result = host.run("health", config=config)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_exporter_keeps_one_keeper_per_connection(asking, tmp_path):
+    """The exporter's kept connection keeps its keeper (and folder) while it is open; both go with it."""
+    from tests.integration.test_exporter import exporter
+
+    host = asking
+    config = with_password(host, tmp_path / "fabric.yaml", host.sudo_password)
+    with exporter(host, [host.alias], "--min-interval", "0", config=config) as running:
+        for _ in range(2):
+            samples = running.scrape()
+            assert samples[("quilt_up", host.alias)] == 1
+            assert samples[("quilt_health_status", host.alias)] == 0  # docker through sudo, with the password
+        assert len(keeper_folders(host)) == 1
+    assert host.sudo_password not in running.stderr
+    wait_until("the keeper's folder removed", lambda: keeper_folders(host) == [], 10)
