@@ -400,6 +400,7 @@ class SshTarget(Runner):
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise NotStarted(f"lost the SSH connection to {self.name} ({type(e).__name__})") from None
         keeper = SshProcess(channel, self.name)
+        self.masker.add(secret)  # masked too in anything the host prints back
         try:
             keeper.send(secret.encode() + b"\n")
             if sudo_password.ready(sudo_password.first_line(keeper, self.name), self.name):

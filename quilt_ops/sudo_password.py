@@ -8,10 +8,13 @@ once, with getpass, before any task runs. Without it nothing changes: quilt.sudo
 
 With it, each SSH connection starts one keeper (``sh/sudo_keeper.sh``) on its own channel,
 before any other command: it reads the password from its stdin into a 0600 file in a private
-``mktemp -d`` folder of the login user, beside ``sh/askpass.sh``, checks it once (``sudo -k
--A true``: a wrong password is tried once, and ends the host's run with one ``Error:`` line,
-exit 3), and removes the folder when the connection ends (stdin's end; a killed run's folder
-is removed by the next keeper: a live one holds an flock on it). Every later command on the
+folder of the login user (``${TMPDIR:-/tmp}/quilt-ops-sudo.NAME``, made 0700 by ``mkdir``,
+which fails if it exists; NAME random, chosen here, so that no later command holds anything
+read back from the host), beside ``sh/askpass.sh``, checks it once (``sudo -k -A true``: a
+wrong password is tried once, and ends the host's run with one ``Error:`` line, exit 3), and
+removes the folder when the connection ends (stdin's end; a killed run's folder is removed by
+the next keeper: a live one holds an flock on it). The keeper is one more channel on the same
+connection, and only when a password is given (also to a host whose sudo does not ask). Every later command on the
 connection gets ``SUDO_ASKPASS`` (that folder's askpass, a path) and quilt.sudo with ``-A``
 for ``-n``; the sudo of the host's own scripts (start.sh's ``sudo docker``, run without a
 terminal) uses the same helper, which sudo does when ``DISPLAY`` is set, so it is set too
@@ -125,6 +128,11 @@ def ready(line: str, host: str) -> bool:
         raise HostError(
             f"sudo on {host} cannot run quilt-ops' askpass helper (is the temp folder mounted noexec? set TMPDIR "
             "for the login user); nothing was run there"
+        )
+    if reason == "tty":
+        raise HostError(
+            f"sudo on {host} runs only on a terminal (Defaults requiretty); allow the login user without one "
+            "(Defaults:USER !requiretty); nothing was run there"
         )
     if reason in ("mktemp", "write"):
         raise HostError(f"cannot make a private temp folder on {host} for the sudo password; nothing was run there")

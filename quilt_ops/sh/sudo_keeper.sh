@@ -62,6 +62,7 @@ if [ "$rc" != 0 ]; then
     case $checked in
         *"incorrect password"* | *"no password was provided"* | *"Sorry, try again"*) echo "fail refused" ;;
         *"unable to run"* | *"Permission denied"*) echo "fail askpass" ;;
+        *"must have a tty"*) echo "fail tty" ;;
         *) echo "fail notallowed" ;;
     esac
     exit 1

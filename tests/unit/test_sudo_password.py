@@ -101,6 +101,7 @@ def test_no_command_holds_the_password_or_anything_from_the_host():
         ("fail notallowed", None, SudoPasswordRefused, "refused the login user"),
         ("fail askpass", None, HostError, "noexec"),
         ("fail mktemp", None, HostError, "private temp folder"),
+        ("fail tty", None, HostError, "requiretty"),
         ("ready /tmp/elsewhere", None, HostError, "could not be set up"),
         ("", None, HostError, "could not be set up"),
         ("Welcome to the host!", None, HostError, "could not be set up"),
