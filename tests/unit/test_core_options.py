@@ -3,6 +3,7 @@ and health's bad options are UNKNOWN (3); a closed stdout ends quietly."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import subprocess
@@ -149,7 +150,7 @@ def test_dry_is_the_task_dry_run(monkeypatch):
     def fake(c, dry_run=False, **kwargs):
         seen["dry_run"] = dry_run
 
-    monkeypatch.setattr(tasks.restart, "body", fake)
+    monkeypatch.setattr(tasks.restart, "body", functools.wraps(tasks.restart.body)(fake))
     assert cli.run(["-R", "restart"]) == 0
     assert seen == {"dry_run": True}
     seen.clear()
@@ -169,7 +170,7 @@ def test_prompt_for_sudo_password_asks_once_into_sudo_password(monkeypatch):
         seen["password"] = c.config.sudo.password
         seen["sudo"] = Settings.load(c.config).sudo
 
-    monkeypatch.setattr(tasks.restart, "body", fake)
+    monkeypatch.setattr(tasks.restart, "body", functools.wraps(tasks.restart.body)(fake))
     assert cli.run(["--prompt-for-sudo-password", "restart"]) == 0
     assert len(prompts) == 1 and "sudo.password" in prompts[0]
     assert seen == {"password": "pw from the prompt", "sudo": "sudo -A"}
@@ -278,3 +279,20 @@ def test_fab_in_a_checkout_refuses_the_same(argv, status, words):
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == status and last.startswith("Error: ") and words in last, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("variable, read", [("FABRIC_SUDO_PASSWORD", True), ("INVOKE_SUDO_PASSWORD", False)])
+def test_sudo_password_from_the_environment_as_fabric_reads_it(monkeypatch, variable, read):
+    """quilt-ops is a Fabric program: FABRIC_SUDO_PASSWORD is sudo.password (Invoke's own prefix is not read)."""
+    from quilt_ops import tasks
+
+    seen = {}
+    monkeypatch.setenv(variable, "pw-from-the-environment")
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": pytest.fail("prompted"))
+
+    def fake(c, dry_run=False, **kwargs):
+        seen["pw"] = c.config.sudo.password
+
+    monkeypatch.setattr(tasks.restart, "body", functools.wraps(tasks.restart.body)(fake))
+    assert cli.run(["restart"]) == 0
+    assert (seen["pw"] == "pw-from-the-environment") is read
