@@ -403,7 +403,7 @@ class SshTarget(Runner):
         self.masker.add(secret)  # masked too in anything the host prints back
         try:
             keeper.send(secret.encode() + b"\n")
-            if sudo_password.ready(sudo_password.first_line(keeper, self.name), self.name):
+            if sudo_password.ready(sudo_password.first_line(keeper, self.name, check=stopping.check), self.name):
                 self._askpass = name
         except BaseException:
             keeper.close()

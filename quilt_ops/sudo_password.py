@@ -30,6 +30,7 @@ from __future__ import annotations
 import secrets
 import shlex
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import sh
@@ -139,11 +140,19 @@ def ready(line: str, host: str) -> bool:
     raise HostError(f"the sudo password could not be set up on {host}; nothing was run there")
 
 
-def first_line(process: Reading, host: str, timeout: float = READY_TIMEOUT, clock: Any = time.monotonic) -> str:
-    """The keeper's first line (its answer), read within ``timeout``."""
+def first_line(
+    process: Reading,
+    host: str,
+    timeout: float = READY_TIMEOUT,
+    clock: Any = time.monotonic,
+    check: Callable[[], None] = lambda: None,
+) -> str:
+    """The keeper's first line (its answer), read within ``timeout``; ``check`` is called
+    between reads (it raises when the run is being stopped)."""
     started = clock()
     out = b""
     while b"\n" not in out and not process.finished():
+        check()
         if clock() - started > timeout:
             raise HostError(f"the sudo password check on {host} did not answer within {timeout:.0f}s")
         chunk, _ = process.read(0.2)

@@ -172,3 +172,20 @@ def test_the_exporter_keeps_one_keeper_per_connection(asking, tmp_path):
         assert len(keeper_folders(host)) == 1
     assert host.sudo_password not in running.stderr
     wait_until("the keeper's folder removed", lambda: keeper_folders(host) == [], 10)
+
+
+def test_a_killed_run_leaves_no_password_on_the_host(asking, tmp_path):
+    """quilt-ops killed (SIGKILL) while its connection is open: sshd ends the session, the
+    keeper's stdin ends, and its folder is removed with the password."""
+    from tests.integration.test_exporter import Exporter
+
+    host = asking
+    config = with_password(host, tmp_path / "fabric.yaml", host.sudo_password)
+    run = host.start("exporter", "--listen", "127.0.0.1:0", "--min-interval", "0", config=config)
+    try:
+        running = Exporter(run)
+        assert running.scrape()[("quilt_up", host.alias)] == 1
+        assert len(keeper_folders(host)) == 1
+    finally:
+        run.kill()
+    wait_until("the killed run's keeper folder removed", lambda: keeper_folders(host) == [], 15)
