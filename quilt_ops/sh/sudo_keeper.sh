@@ -55,7 +55,8 @@ fi
 : >"$d/checking"
 SUDO_ASKPASS=$d/askpass
 export SUDO_ASKPASS
-checked=$("$@" -k true 2>&1 </dev/null)
+# sudo's messages in English (LC_ALL=C), to tell a wrong password from other refusals.
+checked=$(LC_ALL=C "$@" -k true 2>&1 </dev/null)
 rc=$?
 rm -f -- "$d/checking" "$d/asked"
 if [ "$rc" != 0 ]; then
