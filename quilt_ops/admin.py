@@ -207,6 +207,9 @@ def command(settings: Settings, data: str) -> str:
         admin_env.script(admin_env.OWNED),
         f"owned_check {script} || {{ echo 'Error: {settings.create_admin_script}, or a folder above it, can be "
         "written by someone other than root and the folder owner: refusing to run it as root'; exit 96; }",
+        # A host whose sudo asks (sudo.password: SUDO_ASKPASS is set): credentials cached for this
+        # terminal first, as create_admin.sh's own sudo asks the terminal, not the askpass helper.
+        'if [ -n "${SUDO_ASKPASS:-}" ] && [ "$(id -u)" != 0 ]; then as_root -v 2>/dev/null; fi',
         f"as_owner bash -c {q(admin_env.script())} create_admin_env {q(data)} {script}",
     )
     return s.text()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
+from . import sudo_password
 from .errors import ConfigError
 
 HOST_KEY_POLICIES = ("reject", "accept-new")
@@ -129,7 +130,7 @@ class Settings:
             containers=_containers(raw, "containers"),
             probes=_probes(raw, "probes"),
             docker=_text(raw, "docker"),
-            sudo=_text(raw, "sudo", allow_empty=True),
+            sudo=_sudo(raw, config),
             known_hosts=os.path.expanduser(_text(raw, "known_hosts")),
             known_users=os.path.expanduser(_text(raw, "known_users", allow_empty=True)),
             host_key_policy=_choice(raw, "host_key_policy", HOST_KEY_POLICIES),
@@ -189,6 +190,12 @@ def _section(config: Any) -> dict[str, Any]:
     merged = dict(DEFAULTS)
     merged.update(raw)
     return merged
+
+
+def _sudo(raw: dict[str, Any], config: Any) -> str:
+    """quilt.sudo; with ``-A`` for ``-n`` when sudo.password is given (`quilt_ops.sudo_password`)."""
+    sudo = _text(raw, "sudo", allow_empty=True)
+    return sudo_password.asking(sudo) if sudo_password.password(config) is not None else sudo
 
 
 def _plain(value: Any) -> Any:

@@ -120,12 +120,12 @@ def docker_problem(error_lines: list[str]) -> str | None:
     if "permission denied" in text:
         return (
             "permission denied on the Docker socket: add the login user to the docker group, "
-            "or allow it passwordless sudo"
+            "or allow it passwordless sudo (or give its password: sudo.password)"
         )
     if "command not found" in text or ("not found" in text and "docker:" in text):
         return "docker is not installed on the host"
     if "a password is required" in text or "sudo:" in text:
-        return "sudo refused to run docker (passwordless sudo is needed)"
+        return "sudo refused to run docker (passwordless sudo is needed, or its password: sudo.password)"
     if "cannot connect to the docker daemon" in text or "is the docker daemon running" in text:
         return "the Docker engine is not running"
     lines = [

@@ -9,6 +9,8 @@ listed in ``--help`` and do nothing. Each one is honoured here or refused:
 - ``-e/--echo`` (``run.echo``) writes each command run on a host to stderr, masked.
 - ``-T/--command-timeout`` (``timeouts.command``) bounds every command run on a
   host; ``-t/--connect-timeout`` bounds every SSH connect (see `quilt_ops.ssh`).
+- ``--prompt-for-sudo-password`` asks once for ``sudo.password`` (Invoke does, with
+  getpass), for hosts whose sudo asks for a password (see `quilt_ops.sudo_password`).
 - The flags in `REFUSED` (and a ``--`` remainder) end the run with one ``Error:``
   line before anything is contacted, and are left out of ``--help``.
 
@@ -35,10 +37,6 @@ REFUSED: dict[str, tuple[str, str]] = {
         "--prompt-for-login-password",
         "SSH password logins are not supported; use a key (-i KEY, or ssh-agent)",
     ),
-    "prompt-for-sudo-password": (
-        "--prompt-for-sudo-password",
-        "sudo must not ask for a password on the host (quilt.sudo is 'sudo -n')",
-    ),
     "no-dedupe": ("--no-dedupe", "each quilt-ops task runs once whatever the command line says"),
 }
 
@@ -48,6 +46,9 @@ HELP = {
     "echo": "Echo each command run on a host to stderr (secrets masked) before running it.",
     "command-timeout": "Seconds any one command on a host may run, at most (each step has its own limit too).",
     "connect-timeout": "Seconds to wait for each SSH connection (default quilt.connect_timeout).",
+    "prompt-for-sudo-password": (
+        "Ask once (not echoed) for the sudo password of hosts whose sudo asks for one (as sudo.password)."
+    ),
 }
 
 #: The task option -R maps to.

@@ -753,7 +753,9 @@ def run(
         # user and port as the first one resolved them (ssh_config still applies to the alias).
         cxn = old.cxn
         again = Connection(cxn.original_host, user=cxn.user, port=cxn.port, config=cxn.config)
-        return SshTarget(ssh.prepare(again, settings), old.name, stack=old.stack)
+        target = SshTarget(ssh.prepare(again, settings), old.name, stack=old.stack)
+        target.sudo = settings.sudo  # as the first one (quilt.sudo; -A with sudo.password)
+        return target
 
     def exporter_of(found: Sequence[SshTarget]) -> Exporter:
         connections = Connections(

@@ -87,7 +87,14 @@ def task_targets(
 ) -> list[HostTarget]:
     """A task's targets: this machine with ``--local`` (``quilt.local``), else the SSH hosts of `targets`."""
     if settings.local:
+        from . import sudo_password
         from .local import LocalTarget
+
+        if sudo_password.password(getattr(c, "config", None)) is not None:
+            raise ConfigError(
+                "--local: sudo.password is for hosts reached over SSH; run quilt-ops --local as root "
+                "or with passwordless sudo"
+            )
 
         local = LocalTarget(c)
         local.sudo = settings.sudo

@@ -6,7 +6,7 @@ the env file lines that carry it, retiring the old one and deleting a new one th
 never saw; every deletion is checked right before its IAM call
 (`rotation_plan.check_deletion`) against the keys this run may retire. The driver
 (`quilt_ops.rotation`) knows none of it: it records steps, writes the env file, restarts
-and compensates.
+and compensates; the key's part of each step on the host is `quilt_ops.key_rotation_steps`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from . import identity, known_users, rotation_plan
 from .config import Settings
 from .envfile import BUCKET, KEY_ID, EnvFile
 from .errors import QuiltError, Refused
-from .hostfiles import Access
+from .hostfiles import Access, RemoteFile
 from .journal import Journal
 from .keys import KeyStore, NewKey
 from .local import again
@@ -111,10 +111,10 @@ class AccessKeys:
             known_users.record(self.settings.known_users_file, host, self.identity.user)
             self.reporter.step(f"{host} bound to IAM user {self.identity.user} in {self.settings.known_users_file}")
 
-    def find(self, state: HostState) -> str:
-        """Finds the IAM user (raises `AwsError`, `Refused`); returns it."""
-        assert state.env is not None
-        self.user, self.user_source = self.find_user(state.host_key, EnvFile(state.env.content).get(BUCKET))
+    def find(self, host_key: str | None, env: RemoteFile) -> str:
+        """Finds the IAM user of the host running on ``host_key`` with ``env`` (raises `AwsError`,
+        `Refused`); returns it."""
+        self.user, self.user_source = self.find_user(host_key, EnvFile(env.content).get(BUCKET))
         return self.user
 
     def reload(self) -> list[Key]:

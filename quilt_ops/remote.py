@@ -28,7 +28,7 @@ import paramiko
 from fabric import Connection
 from invoke.runners import Result
 
-from . import ssh, stopping
+from . import ssh, stopping, sudo_password
 from .core_options import RunOptions, echoer, limit
 from .errors import ConnectionLost, NotStarted, RemoteTimeout
 from .masking import Masker
@@ -370,12 +370,45 @@ class SshTarget(Runner):
         self.stack = stack
         self._transport: paramiko.Transport | None = None
         self.run_options = RunOptions.load(getattr(cxn, "config", None))
+        #: sudo.password (Fabric's config), for a host whose sudo asks (`quilt_ops.sudo_password`).
+        self.sudo_password = sudo_password.password(getattr(cxn, "config", None))
+        #: The keeper of that password on the host (its channel open while the connection is),
+        #: and its folder's name: every command gets its askpass helper.
+        self._keeper: SshProcess | None = None
+        self._askpass: str | None = None
 
     def open(self) -> None:
         """Opens the connection (once; a second call checks it is still the same one)."""
         if self._transport is None:
             self._transport = ssh.open_connection(self.cxn, self.name)
+            self._keep_sudo_password()
         self.check_open()
+
+    def _keep_sudo_password(self) -> None:
+        """With sudo.password, starts the connection's keeper before any other command, and
+        waits for its answer (`quilt_ops.sudo_password`); without it, does nothing."""
+        secret = self.sudo_password
+        if secret is None or not self.sudo.strip():
+            return
+        try:
+            channel = self.cxn.create_session()
+            name = sudo_password.new_name()
+            command = sudo_password.keeper_command(name, sudo_password.asking(self.sudo), MARK)
+            if self.run_options.echo:
+                self.echo(self.name, command, self.masker)
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise NotStarted(f"lost the SSH connection to {self.name} ({type(e).__name__})") from None
+        keeper = SshProcess(channel, self.name)
+        self.masker.add(secret)  # masked too in anything the host prints back
+        try:
+            keeper.send(secret.encode() + b"\n")
+            if sudo_password.ready(sudo_password.first_line(keeper, self.name, check=stopping.check), self.name):
+                self._askpass = name
+        except BaseException:
+            keeper.close()
+            raise
+        self._keeper = keeper
 
     def check_open(self) -> None:
         """Raises `NotStarted` unless the connection opened first is still up."""
@@ -394,7 +427,7 @@ class SshTarget(Runner):
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise NotStarted(f"lost the SSH connection to {self.name} ({type(e).__name__})") from None
         try:
-            channel.exec_command(wrap(script, timeout, pty))
+            channel.exec_command(sudo_password.environment(self._askpass) + wrap(script, timeout, pty))
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise ConnectionLost(f"lost the SSH connection to {self.name} ({type(e).__name__})") from None
         return SshProcess(channel, self.name)
@@ -406,11 +439,14 @@ class SshTarget(Runner):
         try:
             channel = self.cxn.create_session()
             channel.settimeout(15)
-            channel.exec_command(kill_command(pgid, self.sudo))
+            channel.exec_command(sudo_password.environment(self._askpass) + kill_command(pgid, self.sudo))
             channel.status_event.wait(15)
             channel.close()
         except Exception:  # the connection is going away; the host's own timeout still applies
             pass
 
     def close(self) -> None:
+        if self._keeper is not None:  # its stdin ends: the keeper removes the password's folder
+            self._keeper.close()
+            self._keeper = None
         ssh.close(self.cxn)

@@ -1,4 +1,5 @@
-"""How a rotation ends when it does not end well: errors that carry facts, rendered in one place.
+"""How a rotation ends: a `RotationReport` when it ends well; when it does not, errors that
+carry facts, rendered in one place.
 
 Every error the rotation driver raises is a `RotationError` holding `Facts` (the host, the
 step, the key IDs, what is left); its one ``Error:`` line is made by `render` from those
@@ -7,11 +8,24 @@ facts alone, so tests assert facts and the wording lives here. No secret is ever
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from .errors import QuiltError
 from .status import ExitStatus
+
+
+@dataclass
+class RotationReport:
+    """A rotation that ended well (rotated, finished what a dead run left, or a dry run)."""
+
+    host: str
+    outcome: str
+    iam_user: str | None = None
+    old_key_id: str | None = None
+    new_key_id: str | None = None
+    message: str = ""
+    lines: list[str] = field(default_factory=list)
 
 
 class Left(str, Enum):

@@ -17,7 +17,10 @@ from . import audit, hosts, keys, output
 from . import options as task_options
 from .config import Settings
 from .errors import ConfigError, QuiltError, Refused
-from .rotation import RotateOptions, Rotation, RotationReport, shared_key_refusal
+from .key_rotation import RotateOptions, shared_key_refusal
+from .rotation import Rotation
+from .rotation_errors import RotationReport
+from .rotation_host import HostState
 from .status import ExitStatus
 
 
@@ -63,6 +66,7 @@ def run(  # noqa: C901, PLR0915 - two phases over shared state (prepare all, the
         raise keys.AwsError(f"{e}; nothing was changed") from None
     many = len(targets) > 1
     rotations: dict[str, Rotation] = {}
+    states: dict[str, HostState] = {}
     runs: dict[str, audit.Run] = {}
     lock = threading.Lock()
 
@@ -80,6 +84,8 @@ def run(  # noqa: C901, PLR0915 - two phases over shared state (prepare all, the
         except BaseException as e:
             end(target.name, e)
             raise
+        with lock:
+            states[target.name] = state
         return state.host_key
 
     def end(host: str, error: BaseException | None, report: RotationReport | None = None) -> None:
@@ -102,9 +108,8 @@ def run(  # noqa: C901, PLR0915 - two phases over shared state (prepare all, the
             if refusal:
                 raise Refused(refusal)
             if rotate.dry_run:
-                return rotation.dry_run()
-            plan = rotation.preflight()
-            report = rotation.execute(plan)
+                return rotation.dry_run(states[target.name])
+            report = rotation.execute(rotation.preflight(states[target.name]))
         except BaseException as e:
             end(target.name, e)
             raise

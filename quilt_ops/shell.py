@@ -292,7 +292,8 @@ def raise_for_failure(output: Output, host: str, settings: Settings) -> None:
         what = "sudo is not installed" if failed.words[1:2] == ["nosudo"] else "passwordless sudo does not work"
         raise DockerUnreachable(
             f"the login user on {host} cannot reach the Docker socket and {what}: add the user to the docker "
-            "group (sudo usermod -aG docker USER), or allow it passwordless sudo (or set quilt.docker)"
+            "group (sudo usermod -aG docker USER), or allow it passwordless sudo (or give its password: "
+            "sudo.password or --prompt-for-sudo-password; or set quilt.docker)"
         )
     if reason == "lock-lost":
         raise LockLost(f"the host lock on {host} was lost (the connection stalled?)")

@@ -80,8 +80,11 @@ def _shadow_password(name: str) -> str:
     return ""
 
 
-def apply_access(shape: HostShape, user: pwd.struct_passwd) -> None:
-    """Docker group membership and the sudoers file, as the shape says (idempotent, cheap when nothing changes)."""
+def apply_access(shape: HostShape, user: pwd.struct_passwd, host_dir: Path | None = None) -> None:
+    """Docker group membership, the sudoers file and the login user's password (only with
+    ``sudo_password``: kept in ``host_dir``, where sudo also logs what it ran), as the shape
+    says (idempotent, cheap when nothing changes)."""
+    apply_password(shape, user, host_dir)
     members = grp.getgrnam("docker").gr_mem
     if shape.in_docker_group and user.pw_name not in members:
         run(["usermod", "--append", "--groups", "docker", user.pw_name])
@@ -91,13 +94,19 @@ def apply_access(shape: HostShape, user: pwd.struct_passwd) -> None:
     if not shape.has_sudo:
         path.unlink(missing_ok=True)
         return
+    if shape.sudo_password:
+        about = f"# quilt-ops sandbox: sudo for {user.pw_name} asking for its password (shape sudo_password).\n"
+        # sudo's own log of each command it ran (and of each wrong password), for the tests.
+        rule = f'Defaults:{user.pw_name} logfile="{sudo_log_file(host_dir or Path("/nonexistent"))}"\n'
+        rule += f"{user.pw_name} ALL=(ALL) ALL\n"
+    else:
+        about = f"# quilt-ops sandbox: passwordless sudo for {user.pw_name}, as ec2-user has on the real host.\n"
+        rule = f"{user.pw_name} ALL=(ALL) NOPASSWD: ALL\n"
     text = (
-        f"# quilt-ops sandbox: passwordless sudo for {user.pw_name}, as ec2-user has on the real host.\n"
-        f"# DOCKER_HOST is kept so that `sudo docker` reaches this host's own engine, for root too\n"
-        f"# (quilt-ops --local as root: start.sh's `sudo docker` reaches the one engine on a real host).\n"
+        about + "# DOCKER_HOST is kept so that `sudo docker` reaches this host's own engine, for root too\n"
+        "# (quilt-ops --local as root: start.sh's `sudo docker` reaches the one engine on a real host).\n"
         f'Defaults:{user.pw_name} env_keep += "DOCKER_HOST"\n'
-        f'Defaults:root env_keep += "DOCKER_HOST"\n'
-        f"{user.pw_name} ALL=(ALL) NOPASSWD: ALL\n"
+        'Defaults:root env_keep += "DOCKER_HOST"\n' + rule
     )
     try:
         if path.read_text() == text and path.stat().st_mode & 0o777 == 0o440:
@@ -114,6 +123,35 @@ def apply_access(shape: HostShape, user: pwd.struct_passwd) -> None:
         tmp.unlink(missing_ok=True)
         raise SandboxError(f"visudo refused the sudoers file for {user.pw_name}: {result.stdout.strip()}")
     tmp.replace(path)
+
+
+def apply_password(shape: HostShape, user: pwd.struct_passwd, host_dir: Path | None) -> None:
+    """With ``sudo_password``, the login user has the password kept in the host's folder (made
+    once, random, with characters a shell would read: a space, quotes, $, `, ;, |); without,
+    the password field ``*`` (key logins only), as `ensure_login_user` makes it."""
+    if not shape.sudo_password:
+        if _shadow_password(user.pw_name) != "*":
+            run(["usermod", "--password", "*", user.pw_name])
+        return
+    if host_dir is None:
+        raise SandboxError("a sudo_password host needs its folder to keep the password in")
+    password_file = sudo_password_file(host_dir)
+    if not password_file.exists():
+        write_file(password_file, f"Sudo {random_secret(16)} $'\"`;|", 0o600)
+    password = password_file.read_text()
+    if _shadow_password(user.pw_name) in ("*", "!", ""):
+        run(["chpasswd"], input=f"{user.pw_name}:{password}\n")
+
+
+def sudo_password_file(host_dir: Path) -> Path:
+    """Where a ``sudo_password`` host's login password is kept (root's, beside the host's state)."""
+    return host_dir / "sudo_password"
+
+
+def sudo_log_file(host_dir: Path) -> Path:
+    """sudo's log of a ``sudo_password`` host's login user (sudoers ``logfile``): each command
+    sudo ran, with its arguments, and each wrong password."""
+    return host_dir / "sudo.log"
 
 
 def sudoers_file(login_user: str) -> Path:

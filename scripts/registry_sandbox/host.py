@@ -555,6 +555,17 @@ class Host:
 
         return twin(self, key_id, secret)
 
+    @property
+    def sudo_password(self) -> str:
+        """The login user's password, which its sudo asks for on a ``sudo_password`` host ("" else)."""
+        path = home_mod.sudo_password_file(self.layout.dir)
+        return path.read_text() if self.shape.sudo_password and path.exists() else ""
+
+    def sudo_log(self) -> str:
+        """sudo's log on a ``sudo_password`` host: the commands it ran, the wrong passwords ("" if none)."""
+        path = home_mod.sudo_log_file(self.layout.dir)
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def env_secret(self) -> str:
         """The last AWS_SECRET_ACCESS_KEY value of env/registry."""
         return home_mod.env_key(self.env_text())[1]
@@ -627,7 +638,7 @@ class Host:
             self.kill_leftover_processes()
             user = pwd.getpwnam(self.login_user)
             ensure_dir(layout.home, 0o700, user.pw_uid, user.pw_gid)
-            home_mod.apply_access(self.shape, user)
+            home_mod.apply_access(self.shape, user, layout.dir)
             home_mod.write_settings(layout, self.shape)
             home_mod.prepare_registry_dir(layout, user)
             home_mod.write_scripts(layout, state, user)

@@ -211,7 +211,7 @@ class Sandbox:
             user = home_mod.ensure_login_user(layout, shape)
             state.created_user = shape.login_user
             save()
-            home_mod.apply_access(shape, user)
+            home_mod.apply_access(shape, user, layout.dir)
 
         # Start the engine and moto, then do what needs neither while they come up.
         engine, engine_started = engine_mod.ensure_engine(layout, state.engine, user.pw_gid)

@@ -25,6 +25,7 @@ IN_PLACE = frozenset(
     {
         "docker_access",
         "sudo",
+        "sudo_password",
         "env_owner",
         "env_mode",
         "migration_seconds",
@@ -83,6 +84,8 @@ class HostShape:
     ``docker_access``: "sudo" (not in the docker group, passwordless sudo),
     "group" (in the docker group; sudo only if ``sudo``), "none" (neither, whatever
     ``sudo`` says). ``sudo=False`` with "sudo" access is contradictory and refused.
+    ``sudo_password``: the login user's sudo asks for the user's password (kept by the
+    sandbox, `Host.sudo_password`) instead of being passwordless.
     """
 
     name: str = "main"
@@ -92,6 +95,8 @@ class HostShape:
     ports: Mapping[str, int] = field(default_factory=_ports)
     docker_access: str = "sudo"
     sudo: bool = True
+    #: The login user's sudo asks for its password (`Host.sudo_password`), instead of NOPASSWD.
+    sudo_password: bool = False
     env_owner: str = "user"
     env_mode: int = 0o600
     migration_seconds: float = 1.0
@@ -127,6 +132,8 @@ class HostShape:
             problems.append(f"docker_access must be one of {', '.join(DOCKER_ACCESS)}")
         if self.docker_access == "sudo" and not self.sudo:
             problems.append("docker_access 'sudo' needs sudo=True")
+        if self.sudo_password and not self.has_sudo:
+            problems.append("sudo_password needs sudo (sudo=True, docker_access not 'none')")
         if self.env_owner not in ENV_OWNERS:
             problems.append(f"env_owner must be one of {', '.join(ENV_OWNERS)}")
         if not 0 <= self.env_mode <= 0o777:
@@ -148,7 +155,7 @@ class HostShape:
 
     @property
     def has_sudo(self) -> bool:
-        """Whether the login user gets passwordless sudo."""
+        """Whether the login user gets sudo (passwordless unless ``sudo_password``)."""
         return self.docker_access != "none" and self.sudo
 
     @property

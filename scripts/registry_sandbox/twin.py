@@ -75,7 +75,7 @@ def twin(host: Host, key_id: str, secret: str) -> Iterator[Twin]:
     try:
         user = pwd.getpwnam(name)
         ensure_dir(home, 0o700, user.pw_uid, user.pw_gid)
-        home_mod.apply_access(host.shape, user)
+        home_mod.apply_access(host.shape, user, host.layout.dir)
         registry = home / host.shape.registry_dir if host.shape.registry_dir else home
         env_dir = registry / "env"
         ensure_dir(registry, 0o755, user.pw_uid, user.pw_gid)

@@ -3,6 +3,7 @@ and health's bad options are UNKNOWN (3); a closed stdout ends quietly."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import subprocess
@@ -40,7 +41,7 @@ def one_error(captured) -> str:
         ({"pty": True}, "", "-p/--pty"),
         ({"warn-only": True}, "", "-w/--warn-only"),
         ({"prompt-for-login-password": True}, "", "--prompt-for-login-password"),
-        ({"prompt-for-sudo-password": True}, "", "--prompt-for-sudo-password"),
+        ({"prompt-for-sudo-password": True}, "", None),
         ({"no-dedupe": True}, "", "--no-dedupe"),
         ({}, "uname -a", "'--'"),
     ],
@@ -123,7 +124,6 @@ def test_usage_status(tasks, status):
         (["-p", "restart"], USAGE, "-p/--pty"),
         (["--hide", "both", "restart"], USAGE, "--hide"),
         (["--prompt-for-login-password", "restart"], USAGE, "--prompt-for-login-password"),
-        (["--prompt-for-sudo-password", "restart"], USAGE, "--prompt-for-sudo-password"),
         (["-H", "h", "restart", "--", "uname"], USAGE, "'--'"),
         (["health", "--no-such-option"], UNKNOWN, "--no-such-option"),
         (["restart", "--no-such-option"], USAGE, "--no-such-option"),
@@ -150,7 +150,7 @@ def test_dry_is_the_task_dry_run(monkeypatch):
     def fake(c, dry_run=False, **kwargs):
         seen["dry_run"] = dry_run
 
-    monkeypatch.setattr(tasks.restart, "body", fake)
+    monkeypatch.setattr(tasks.restart, "body", functools.wraps(tasks.restart.body)(fake))
     assert cli.run(["-R", "restart"]) == 0
     assert seen == {"dry_run": True}
     seen.clear()
@@ -158,12 +158,30 @@ def test_dry_is_the_task_dry_run(monkeypatch):
     assert seen == {"dry_run": True}
 
 
+def test_prompt_for_sudo_password_asks_once_into_sudo_password(monkeypatch):
+    """--prompt-for-sudo-password is no longer refused: Invoke asks once (getpass), before the
+    task, and the answer is sudo.password; quilt.sudo then asks the askpass helper (-A)."""
+    from quilt_ops import tasks
+
+    prompts, seen = [], {}
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": prompts.append(prompt) or "pw from the prompt")
+
+    def fake(c, dry_run=False, **kwargs):
+        seen["password"] = c.config.sudo.password
+        seen["sudo"] = Settings.load(c.config).sudo
+
+    monkeypatch.setattr(tasks.restart, "body", functools.wraps(tasks.restart.body)(fake))
+    assert cli.run(["--prompt-for-sudo-password", "restart"]) == 0
+    assert len(prompts) == 1 and "sudo.password" in prompts[0]
+    assert seen == {"password": "pw from the prompt", "sudo": "sudo -A"}
+
+
 def test_help_leaves_out_refused_flags_and_tells_what_the_rest_do(capsys):
     assert cli.run(["--help"]) == 0
     out = capsys.readouterr().out
-    for gone in ("--debug", "--hide", "--pty", "--warn-only", "--prompt-for-login-password",
-                 "--prompt-for-sudo-password"):  # fmt: skip
+    for gone in ("--debug", "--hide", "--pty", "--warn-only", "--prompt-for-login-password"):
         assert gone not in out
+    assert "--prompt-for-sudo-password" in out and "sudo.password" in out
     assert "the task's own --dry-run" in out and "secrets masked" in out
     assert "-T INT, --command-timeout=INT" in out and "-t INT, --connect-timeout=INT" in out
 
@@ -261,3 +279,20 @@ def test_fab_in_a_checkout_refuses_the_same(argv, status, words):
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == status and last.startswith("Error: ") and words in last, done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("variable, read", [("FABRIC_SUDO_PASSWORD", True), ("INVOKE_SUDO_PASSWORD", False)])
+def test_sudo_password_from_the_environment_as_fabric_reads_it(monkeypatch, variable, read):
+    """quilt-ops is a Fabric program: FABRIC_SUDO_PASSWORD is sudo.password (Invoke's own prefix is not read)."""
+    from quilt_ops import tasks
+
+    seen = {}
+    monkeypatch.setenv(variable, "pw-from-the-environment")
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": pytest.fail("prompted"))
+
+    def fake(c, dry_run=False, **kwargs):
+        seen["pw"] = c.config.sudo.password
+
+    monkeypatch.setattr(tasks.restart, "body", functools.wraps(tasks.restart.body)(fake))
+    assert cli.run(["restart"]) == 0
+    assert (seen["pw"] == "pw-from-the-environment") is read

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import docker.errors
+import invoke
 import pytest
 
 from quilt_ops import cli, containers, docker_access, health, hostfiles, hosts, remote, restart, shell
@@ -373,3 +374,11 @@ def test_readme_says_how_to_run_on_the_host_and_read_ssm_results():
         "instance profile",
     ):
         assert words in section, words
+
+
+def test_local_refuses_a_sudo_password():
+    """sudo.password is for hosts over SSH (issue 20.3): --local says so, before anything runs."""
+    context = invoke.Context(invoke.Config(overrides={"sudo": {"password": "pw-local-secret"}}))
+    with pytest.raises(ConfigError, match="--local: sudo.password") as e:
+        hosts.task_targets(context, Settings(local=True))
+    assert "pw-local-secret" not in str(e.value)

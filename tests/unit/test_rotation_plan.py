@@ -297,7 +297,7 @@ def test_a_bucket_name_botocore_refuses_is_not_waited_on():
 
 
 class StackStore:
-    """IAM and CloudFormation as `Rotation.find_user` asks them."""
+    """IAM and CloudFormation as `AccessKeys.find_user` asks them."""
 
     def __init__(self, key_owner, stack_user, stack_bucket):
         self.key_owner, self.stack_user, self.bucket = key_owner, stack_user, stack_bucket
@@ -337,8 +337,8 @@ def test_review_with_a_stack_the_stack_decides_the_user(key_owner, bucket, expec
     settings = Settings(known_users=str(tmp_path / "known_users"))
     rotation = Rotation(SimpleNamespace(name="h"), settings, store, RotateOptions(stack="quilt-prod"), Silent())
     if expected == USER:
-        assert rotation.find_user(OLD, bucket)[0] == USER
+        assert rotation.secret.find_user(OLD, bucket)[0] == USER
         return
     with pytest.raises(Refused, match="nothing was changed") as e:
-        rotation.find_user(OLD, bucket)
+        rotation.secret.find_user(OLD, bucket)
     assert expected in str(e.value)

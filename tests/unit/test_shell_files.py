@@ -72,15 +72,16 @@ def test_remote_exit_codes_are_distinct():
     assert len(values) == len(set(values))
 
 
-def test_no_remote_exit_code_literal_in_the_rotation():
+@pytest.mark.parametrize("name", ["rotation.py", "rotation_host.py", "key_rotation_steps.py"])
+def test_no_remote_exit_code_literal_in_the_rotation(name):
     """Every exit code the rotation reads is named in `sh.Exit`."""
-    source = (PACKAGE.parent / "rotation.py").read_text()
+    source = (PACKAGE.parent / name).read_text()
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.Compare) and any(
             isinstance(c, ast.Constant) and c.value in (40, 41, 42, 28) for c in node.comparators
         ):
-            pytest.fail(f"exit code literal at line {node.lineno}")
+            pytest.fail(f"exit code literal in {name} at line {node.lineno}")
 
 
 def test_the_scripts_stop_with_the_prologue_s_exit_code():

@@ -1,0 +1,169 @@
+"""sudo.password for hosts whose sudo asks (issue 20.3): the pure parts, and askpass.sh."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+
+import pytest
+from fabric import Config
+
+from quilt_ops import sh, sudo_password
+from quilt_ops.config import Settings
+from quilt_ops.errors import ConfigError, HostError
+from quilt_ops.sudo_password import SudoPasswordRefused
+
+SECRET = "pw-Öß with 'quotes' $HOME `id` ;|"
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ({}, None),
+        ({"sudo": {"password": None}}, None),
+        ({"sudo": {"password": ""}}, None),
+        ({"sudo": {"password": SECRET}}, SECRET),
+        (Config(overrides={"sudo": {"password": SECRET}}), SECRET),
+        (Config(), None),
+        (None, None),
+    ],
+)
+def test_password_is_fabrics_sudo_password(config, expected):
+    assert sudo_password.password(config) == expected
+
+
+@pytest.mark.parametrize("value, words", [(12345, "must be text"), ("a\nb", "one line"), ("a\rb", "one line")])
+def test_a_bad_password_value_is_a_config_error_without_the_value(value, words):
+    with pytest.raises(ConfigError) as e:
+        sudo_password.password({"sudo": {"password": value}})
+    assert words in str(e.value) and str(value) not in str(e.value)
+
+
+def test_the_env_variable_reaches_sudo_password(monkeypatch):
+    """FABRIC_SUDO_PASSWORD, as Invoke reads variables for the keys it knows."""
+    monkeypatch.setenv("FABRIC_SUDO_PASSWORD", SECRET)
+    config = Config()
+    config.load_shell_env()
+    assert sudo_password.password(config) == SECRET
+
+
+@pytest.mark.parametrize(
+    "sudo, expected",
+    [
+        ("sudo -n", "sudo -A"),
+        ("sudo", "sudo -A"),
+        ("sudo --non-interactive", "sudo -A"),
+        ("sudo -A", "sudo -A"),
+        ("sudo -n -E", "sudo -A -E"),
+        ("/usr/bin/sudo -n", "/usr/bin/sudo -A"),
+        ("", ""),
+        ("  ", ""),
+    ],
+)
+def test_asking_replaces_never_ask_by_the_askpass_helper(sudo, expected):
+    assert sudo_password.asking(sudo) == expected
+
+
+def test_settings_sudo_asks_only_with_a_password():
+    assert Settings.load({}).sudo == "sudo -n"
+    assert Settings.load({"sudo": {"password": SECRET}}).sudo == "sudo -A"
+    assert Settings.load({"sudo": {"password": SECRET}, "quilt": {"sudo": ""}}).sudo == ""
+    assert SECRET not in repr(Settings.load({"sudo": {"password": SECRET}}))
+
+
+def test_no_command_holds_the_password_or_anything_from_the_host():
+    name = sudo_password.new_name()
+    command = sudo_password.keeper_command(name, "sudo -A", "quilt-ops-mark")
+    environment = sudo_password.environment(name)
+    for text in (command, environment):
+        assert SECRET not in text
+    assert "SUDO_ASKPASS" in environment and name in environment
+    assert sudo_password.environment(None) == ""
+    # a shell reads the environment prefix as plain assignments (nothing else runs)
+    out = subprocess.run(
+        ["sh", "-c", environment + 'printf "%s|%s" "$SUDO_ASKPASS" "$DISPLAY"'],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "TMPDIR": "/x"},
+        check=True,
+    ).stdout
+    assert out == f"/x/quilt-ops-sudo.{name}/askpass|{sudo_password.DISPLAY}"
+    assert shlex.split(command)[-2:] == ["sudo", "-A"]
+
+
+@pytest.mark.parametrize(
+    "line, result, error, words",
+    [
+        ("ready ok", True, None, None),
+        ("ready none", False, None, None),
+        ("fail refused", None, SudoPasswordRefused, "did not accept the password"),
+        ("fail notallowed", None, SudoPasswordRefused, "refused the login user"),
+        ("fail askpass", None, HostError, "noexec"),
+        ("fail mktemp", None, HostError, "private temp folder"),
+        ("fail tty", None, HostError, "requiretty"),
+        ("ready /tmp/elsewhere", None, HostError, "could not be set up"),
+        ("", None, HostError, "could not be set up"),
+        ("Welcome to the host!", None, HostError, "could not be set up"),
+    ],
+)
+def test_the_keepers_answer(line, result, error, words):
+    if error is None:
+        assert sudo_password.ready(line, "h") is result
+        return
+    with pytest.raises(error) as e:
+        sudo_password.ready(line, "h")
+    assert words in str(e.value) and e.value.status == 3
+
+
+class FakeProcess:
+    def __init__(self, chunks: list[bytes], done: bool = False) -> None:
+        self.chunks, self.done = chunks, done
+
+    def read(self, wait: float) -> tuple[bytes, bytes]:
+        return (self.chunks.pop(0) if self.chunks else b""), b""
+
+    def finished(self) -> bool:
+        return self.done and not self.chunks
+
+
+def test_first_line_reads_to_the_first_newline_and_is_bounded():
+    assert sudo_password.first_line(FakeProcess([b"rea", b"dy ok\nmore"]), "h") == "ready ok"
+    assert sudo_password.first_line(FakeProcess([b"fail ref"], done=True), "h") == "fail ref"
+    ticks = iter(range(100))
+    with pytest.raises(HostError, match="did not answer within 5s"):
+        sudo_password.first_line(FakeProcess([]), "h", timeout=5, clock=lambda: next(ticks))
+
+
+def askpass(folder, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(folder / "askpass"), *args], capture_output=True, text=True, timeout=10)
+
+
+def test_askpass_prints_the_file_beside_it_and_answers_once_while_checking(tmp_path):
+    (tmp_path / "askpass").write_text(sh.load("askpass.sh"))
+    (tmp_path / "askpass").chmod(0o700)
+    (tmp_path / "password").write_text(SECRET + "\n")
+    for _ in range(2):  # in use: every sudo asks it
+        result = askpass(tmp_path, "[sudo] password for u: ")
+        assert result.returncode == 0 and result.stdout == SECRET + "\n"
+    (tmp_path / "checking").touch()  # the keeper's check: once only (a wrong password is tried once)
+    assert askpass(tmp_path, "[sudo] password for u: ").stdout == SECRET + "\n"
+    again = askpass(tmp_path, "[sudo] password for u: ")
+    assert again.returncode != 0 and again.stdout == ""
+
+
+def test_the_sandbox_shape_whose_sudo_asks():
+    """The sandbox's ``sudo_password`` shape changes in place, and needs sudo at all."""
+    import sys
+    from pathlib import Path
+
+    scripts = str(Path(__file__).resolve().parents[2] / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    from registry_sandbox.shapes import IN_PLACE, MAIN, HostShape
+
+    assert "sudo_password" in IN_PLACE and MAIN.sudo_password is False
+    assert MAIN.same_build(MAIN.with_changes(sudo_password=True))
+    for bad in ({"docker_access": "none"}, {"docker_access": "group", "sudo": False}):
+        with pytest.raises(ValueError, match="sudo_password needs sudo"):
+            HostShape(sudo_password=True, **bad)
