@@ -32,35 +32,37 @@ INSPECT_TEMPLATE = (
 KEY_ID = re.compile(r"[A-Z0-9]{16,128}")
 
 
-def inspect_command(names: Iterable[str]) -> str:
-    """Inspects every container in one docker call; docker's errors go to stdout too.
+#: The docker CLI's host side: ``docker_inspect``, ``docker_remove`` (``sh/docker.sh``, loaded by
+#: `quilt_ops.docker_access.ScriptDocker.prepare`) and, only when asked for, ``docker_key_in_effect``
+#: (``sh/docker_key.sh``).
+SCRIPT = "docker.sh"
+KEY_SCRIPT = "docker_key.sh"
 
-    Runs after a `quilt_ops.shell.Script.docker` prologue (``qdocker``).
+
+def inspect_command(names: Iterable[str]) -> str:
+    """``say inspect`` and every container inspected in one docker call; docker's errors go
+    to stdout too.
+
+    Runs after a `quilt_ops.shell.Script.docker` prologue (``qdocker``) and ``sh/docker.sh``.
     """
     quoted = " ".join(q(n) for n in names)
-    return f"qdocker inspect --format {q(INSPECT_TEMPLATE)} -- {quoted} 2>&1"
+    return f"docker_inspect {q(INSPECT_TEMPLATE)} {quoted}"
 
 
 def remove_command(names: Iterable[str]) -> str:
     """``docker rm -f`` of the containers; a container already gone is not an error."""
-    quoted = " ".join(q(n) for n in names)
-    return f"{{ qdocker rm -f -- {quoted} 2>&1 || true; }}"
+    return "docker_remove " + " ".join(q(n) for n in names)
 
 
 def key_in_effect_command(container: str, variable: str) -> str:
-    """Prints the value of one variable in the container's environment, as the process
-    sees it (Docker keeps the last of duplicate entries), or nothing.
+    """``say key-in-effect`` and the value of one variable in the container's environment, as
+    the process sees it (Docker keeps the last of duplicate entries), or nothing.
 
     Only that value leaves the host; it must not be a secret (key IDs only).
     """
-    template = "{{range .Config.Env}}{{println .}}{{end}}"
     if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", variable):
         raise ValueError(f"not a variable name: {variable!r}")
-    prefix = f"{variable}="
-    return (
-        f"qdocker inspect --format {q(template)} -- {q(container)} 2>/dev/null | "
-        f"sed -n {q('s/^' + prefix + '//p')} | tail -n 1"
-    )
+    return f"docker_key_in_effect {q(container)} {q(variable)}"
 
 
 def parse_key_in_effect(text: str) -> str | None:

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import containers, shell
+from . import containers, sh, shell
 from .config import DOCKER_AUTO, Settings
 from .envfile import KEY_ID
 
@@ -100,11 +100,12 @@ class ScriptDocker:
 
     def prepare(self, s: shell.Script, required: bool = False) -> None:
         s.docker(required=required)
+        s.add(sh.load(containers.SCRIPT))
 
     def add_inspect(self, s: shell.Script, names: Sequence[str], key_of: str | None = None) -> None:
-        s.add("say inspect", containers.inspect_command(names))
+        s.add(containers.inspect_command(names))
         if key_of:
-            s.add("say key-in-effect", containers.key_in_effect_command(key_of, KEY_ID))
+            s.add(sh.load(containers.KEY_SCRIPT), containers.key_in_effect_command(key_of, KEY_ID))
 
     def answer(self, output: shell.Output, names: Sequence[str], key_of: str | None = None) -> DockerAnswer:
         return from_sections(output)

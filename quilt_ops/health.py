@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from . import containers, docker_access, shell
+from . import containers, docker_access, sh, shell
 from .checks import Check, HostHealth, Kind
 from .config import REGISTRY_PROBE, Settings
 from .containers import InspectResult
@@ -30,6 +30,8 @@ BUCKET = "PACKAGE_BUCKET_NAME"
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 #: Seconds each probe may take.
 PROBE_TIMEOUT = 5
+#: The host side: ``health_probe``, ``health_env_file`` (``sh/health.sh``).
+SCRIPT = "health.sh"
 #: curl's exit codes worth a word of their own.
 CURL_ERRORS = {
     6: "cannot resolve host",
@@ -109,39 +111,18 @@ def script(
         add_probes(s, settings)
     if env_file:
         s.files(settings.env_file, write=False)
-        f = q(settings.env_file)
-        names = "|".join(KEY_NAMES)
-        s.add(
-            "say envfile",
-            f"if ! qfile test -e {f}; then echo missing; "
-            f"elif ! qfile test -r {f}; then echo unreadable; qfile stat -L -c 'mode %a %U %G' -- {f}; "
-            f"else qfile stat -L -c 'mode %a %U %G' -- {f}; "
-            # Docker trims leading white space before the name; count each key name's lines.
-            f"qfile cat -- {f} | sed -n -E 's/^[[:space:]]*({names})=.*/key \\1/p' | sort | uniq -c | "
-            "awk '{print $2, $3, $1}'; "
-            f"qfile cat -- {f} | sed -n -E 's/^[[:space:]]*{KEY_ID}=([A-Z0-9]{{16,128}})\\r?$/keyid \\1/p' | "
-            "tail -n 1; "
-            # The bucket's name is no secret; only a valid bucket name is printed.
-            f"qfile cat -- {f} | sed -n -E "
-            f"'s/^[[:space:]]*{BUCKET}=([a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9])\\r?$/bucket \\1/p' | tail -n 1; "
-            f"echo \"exports $(qfile cat -- {f} | grep -cE '^[[:space:]]*export[[:space:]]')\"; fi",
-        )
+        if not probes:
+            s.add(sh.load(SCRIPT))
+        s.add(f"health_env_file {q(settings.env_file)}")
     s.end()
     return s
 
 
 def add_probes(s: shell.Script, settings: Settings) -> None:
     """Each probe with curl on the host: ``probe NAME CURL_EXIT HTTP_CODE SECONDS`` and the body's start."""
-    # The body and curl's figures come back in one variable (figures on the last line): no
-    # temporary file on the host, whose name another user could have taken first. Each line
-    # of the body is sent as "> line": whatever answers on the port cannot make a section.
-    s.add("nl='\n'", "command -v curl >/dev/null 2>&1 || say nocurl")
+    s.add(sh.load(SCRIPT), "health_curl")
     for name, url in settings.probes.items():
-        s.add(
-            f"b=$(curl -s -m {PROBE_TIMEOUT} -w '\\n%{{http_code}} %{{time_total}}' {q(url)} 2>/dev/null); r=$?; "
-            r'c=${b##*"$nl"}; case $c in *[!0-9.\ ]*|"") c="000 0" ;; esac; '
-            f'say probe {q(name)} $r $c; printf %s "${{b%"$nl"*}}" | head -c 200 | sed "s/^/> /"; echo'
-        )
+        s.add(f"health_probe {q(name)} {q(url)} {int(PROBE_TIMEOUT)}")
 
 
 def _key_of(settings: Settings, key_in_effect: bool) -> str | None:

@@ -12,11 +12,12 @@ and compensates; the key's part of each step on the host is `quilt_ops.key_rotat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from . import identity, known_users, rotation_plan
 from .config import Settings
 from .envfile import BUCKET, KEY_ID, EnvFile
-from .errors import Refused
+from .errors import QuiltError, Refused
 from .hostfiles import Access, RemoteFile
 from .journal import Journal
 from .keys import KeyStore, NewKey
@@ -162,6 +163,25 @@ class AccessKeys:
         self.masker.add(new.secret)
         self.allowed.add(new.id)
         return new
+
+    def unanswered(self, started: datetime, host_key: str | None) -> Key | None:
+        """After a failed CreateAccessKey: the key IAM made though its answer was lost, or None.
+
+        Re-lists the user's keys: the one not on the host, not in this run's list before it
+        created (``self.keys``), created since ``started`` (`rotation_plan.unanswered`) may be
+        deleted by this run; two such keys are not guessed at (raises `QuiltError`).
+        """
+        assert self.user is not None
+        found = rotation_plan.unanswered(started, (k.id for k in self.keys), host_key, self.store.keys(self.user))
+        if len(found) > 1:
+            raise QuiltError(
+                f"IAM lists {len(found)} keys made since this run began ({', '.join(k.id for k in found)}); "
+                "none is deleted"
+            )
+        if not found:
+            return None
+        self.allowed.add(found[0].id)
+        return found[0]
 
     def verify(self, new: NewKey, arn: str, env: bytes) -> int:
         """Proves the new key with its own credentials; returns how many checks it took."""

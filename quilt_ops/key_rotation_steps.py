@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
+from contextlib import suppress
 from datetime import datetime, timezone
 
 from . import health, hostfiles, rotation_host
@@ -26,8 +28,10 @@ from .keys import NewKey
 from .lock import who_am_i
 from .reporting import Reporter
 from .restart import RestartError
+from .rotation_errors import Facts, Left, error
 from .rotation_host import HostState, Place
 from .rotation_plan import Plan
+from .rotation_policy import Recovery
 from .sh import Exit
 
 
@@ -130,6 +134,28 @@ class KeySteps:
             )
             raise QuiltError(f"cannot restore {name} from its backup on {self.host}: {why}")
         self.reporter.step(f"restored {name} from its backup")
+
+    def unanswered(
+        self, journal: Journal | None, state: HostState | None, facts: Callable[..., Facts], e: QuiltError
+    ) -> tuple[Journal | None, str, Recovery]:
+        """After a failed CreateAccessKey (`Recovery.SWEEP`): IAM may have made the key all the same
+        (a timeout, a lost answer). The key found (`AccessKeys.unanswered`) is recorded in the
+        journal (best effort: it is deleted next, and a failed deletion leaves it there for the
+        next run) and abandoned; none: forget. When IAM cannot be listed, or two keys may be it,
+        nothing is deleted and the journal stays (`Left.UNANSWERED`, made with the driver's ``facts``)."""
+        if journal is None:
+            return journal, "", Recovery.FORGET
+        try:
+            key = self.keys.unanswered(journal.started, state.host_key if state else None)
+        except QuiltError as lost:
+            raise error(facts(Left.UNANSWERED, str(e), compensation_error=str(lost))) from None
+        if key is None:
+            return journal, "", Recovery.FORGET
+        self.reporter.step(f"IAM made {key.id} during this run though CreateAccessKey failed: deleting it")
+        found = journal.at(Step.CREATED, new_key_id=key.id, new_key_created=key.created)
+        with suppress(QuiltError):
+            rotation_host.save_journal(self.place, found)
+        return found, key.id, Recovery.ABANDON
 
     def holds(self) -> str:
         """What the env file holds now, for a message."""

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from . import hostfiles, shell, stopping
+from . import hostfiles, sh, shell, stopping
 from .config import Settings
 from .errors import ConnectionLost, QuiltError
 from .hostfiles import Access
@@ -45,104 +45,14 @@ RELEASING = 15
 #: How long a lock may be held at most (the remote holder's own time limit).
 LONGEST = 24 * 3600
 
-#: Holds the lock on $1, writes note $2 with $3, then waits for heartbeats (bash: read -t).
-#: When its holder goes without saying "release" (killed, connection cut, network dead,
-#: ``--break-lock``), it stops the commands the run registered in $4 (process group and
-#: token $5, checked against the group leader's command line, which holds the token)
-#: before letting go: no command of a vanished run goes on changing the host after the
-#: lock is free. The file opened is checked right after the open (a regular file, the inode
-#: at the path): a swap of the path between the check and the open is refused. $6 is the
-#: env file, $7 the command's marker (the holder answers in sections), $8 quilt.sudo (for
-#: root processes in those groups: `sudo docker`).
-#:
-#: It runs as whoever must stop the run's commands: the login user, or root. In a folder
-#: of another user ($9, the "owner" access) it runs as root and does every file operation
-#: as that user; root only opens the lock file to read, never through a symbolic link.
-#: Run as root in root's folder, the files it makes take the env file's owner and group,
-#: so that a run as that user can take the lock later.
-_HOLDER = rf"""
-umask 077
-IFS=$' \t\n'
-lockf=$1; note=$2; text=$3; commands=$4; run_token=$5; env_file=$6; m=$7; sudo=$8; owner=$9
-say() {{ printf '%s lock %s\n' "$m" "$1"; }}
-asowner() {{ if [ -n "$owner" ]; then runuser -u "$owner" -- "$@"; else "$@"; fi; }}
-own() {{
-  [ -z "$owner" ] && [ "$(id -u)" = 0 ] && [ -e "$env_file" ] && chown --reference="$env_file" -- "$@" 2>/dev/null; true
-}}
-[ ! -L "$lockf" ] || {{ say cannot-open; exit 3; }}
-asowner sh -c '[ -e "$1" ] || [ -L "$1" ] || : >> "$1"' quilt-ops-lock-file "$lockf" 2>/dev/null
-{{ [ ! -L "$lockf" ] && [ -f "$lockf" ] && exec 9<"$lockf"; }} 2>/dev/null || {{ say cannot-open; exit 3; }}
-# What was opened must be the regular file now at that path (issue 18.2: a swap between the
-# check and the open made root open a file of its choosing): same device and inode.
-opened=$(stat -L -c '%d:%i:%F' -- "/proc/$$/fd/9" 2>/dev/null)
-there=$(stat -c '%d:%i:%F' -- "$lockf" 2>/dev/null)
-case $opened in *:'regular file' | *:'regular empty file') ;; *) opened=not-regular ;; esac
-[ "$opened" = "$there" ] || {{ exec 9<&-; say cannot-open; exit 3; }}
-flock -n 9 || {{ say busy; exit 4; }}
-own "$lockf"
-asowner sh -c 'rm -f -- "$1" && : > "$1"' quilt-ops-lock-file "$commands" && own "$commands"
-asowner sh -c 'rm -f -- "$1.new" && printf "%s\n" "$2" > "$1.new" && mv -f -- "$1.new" "$1"' \
-  quilt-ops-lock-file "$note" "$text" && own "$note"
-# A command's group may hold root processes (a start script's `sudo docker`): those through
-# quilt.sudo (a prefix; empty: none).
-as_root() {{ [ -n "$sudo" ] && [ "$(id -u)" != 0 ] && $sudo sh -c "$1" 2>/dev/null; }}
-signal() {{ kill -"$1" "-$2" 2>/dev/null; as_root "kill -$1 -$2"; true; }}
-alive() {{
-  for pg in $groups; do kill -0 "-$pg" 2>/dev/null || as_root "kill -0 -$pg" && return 0; done
-  return 1
-}}
-ours() {{
-  while IFS=' ' read -r pg token; do
-    case "$pg" in ''|*[!0-9]*) continue ;; esac
-    [ "$token" = "$run_token" ] && grep -qF -- "$run_token" "/proc/$pg/cmdline" 2>/dev/null && echo "$pg"
-  done < "$commands"
-}}
-finish() {{
-  IFS=$' \t\n'  # (a trap runs inside `IFS= read`)
-  # The note goes first: the run's guards stop at once, and a lock held without a note
-  # tells the next run that it is being let go (it waits a moment instead of refusing).
-  asowner rm -f -- "$note"
-  if [ "$released" = 0 ] && [ -s "$commands" ]; then
-    # Found once: after TERM a group may live on without its leader (whose command line
-    # told it was this run's), e.g. a docker client waiting on its container.
-    groups=$(ours)
-    for pg in $groups; do signal TERM "$pg"; done
-    i=0; while alive && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done
-    for pg in $groups; do signal KILL "$pg"; done
-  fi
-  asowner rm -f -- "$commands"
-  exit 0
-}}
-released=0
-trap finish TERM HUP
-say acquired
-while IFS= read -r -t {SILENCE} line; do
-  if [ "$line" = release ]; then released=1; break; fi
-done
-finish
-"""
+#: The remote lock holder (``sh/lock_holder.sh``, which says what it does and as whom) and
+#: the breaker of a held lock (``sh/lock_break.sh``); values reach them only as arguments.
+HOLDER = "lock_holder.sh"
+BREAK = "lock_break.sh"
 
-#: Ends the holder of lock file $1 (a lock being broken): only a process that has the file
-#: open and is a quilt-ops lock holder (its command line says so), never through a symlink;
-#: waits (up to 10 s) until the holder has stopped its run's commands and let go.
-_BREAK = r"""
-[ ! -L "$1" ] || exit 0
-target=$(readlink -f -- "$1") || exit 0
-holders() {
-  for p in /proc/[0-9]*; do
-    { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null | grep -qF ' quilt-ops-lock ' || continue
-    for fd in "$p"/fd/*; do
-      if [ "$(readlink -- "$fd" 2>/dev/null)" = "$target" ]; then echo "${p#/proc/}"; break; fi
-    done
-  done
-}
-for p in $(holders); do kill "$p" 2>/dev/null; done
-i=0; while [ -n "$(holders)" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-exit 0
-"""
-
-#: Runs the holder (and the breaker) as the user `_HOLDER` says; ``o`` is $9 of the holder.
-_HOLDER_AS = 'o=; if [ "$qaccess" = owner ]; then o=$dn; hold() { as_root "$@"; }; else hold() { qfile "$@"; }; fi'
+#: The lock's part of a step's script: ``lock_hold`` (runs the holder, or the breaker, as the
+#: holder says), ``lock_folder_owner``, ``lock_register`` and ``lock_access_is`` (``sh/lock.sh``).
+FUNCTIONS = "lock.sh"
 
 
 class LockHeld(QuiltError):
@@ -246,10 +156,11 @@ class HostLock:
         s.need("flock", "bash")
         s.add(
             '[ "$qaccess" != none ] || exit 0',
-            _HOLDER_AS,
-            f"hold bash -c {q(_HOLDER)} quilt-ops-lock {q(lock_name(self.settings))} "
+            sh.load(FUNCTIONS),
+            f"lock_hold bash -c {q(sh.load(HOLDER))} quilt-ops-lock {q(lock_name(self.settings))} "
             f"{q(owner_name(self.settings))} {q(self.owner_note())} {q(commands_name(self.settings))} "
-            f'{q(self.token)} {q(self.settings.env_file)} "$m" {q(self.settings.sudo)} "$o"',
+            f'{q(self.token)} {q(self.settings.env_file)} "$m" {q(self.settings.sudo)} "$(lock_folder_owner)" '
+            f"{int(SILENCE)}",
         )
         return s
 
@@ -309,6 +220,12 @@ class HostLock:
                 f"cannot take the host lock on {self.target.name}: "
                 f"{hostfiles.refusal(section.words[1:], self.settings.env_file)}; nothing was changed"
             )
+        if said == "cannot-open":
+            raise LockUnavailable(
+                f"cannot open the lock file {where} on {self.target.name}: it is not a regular file of the env "
+                "folder's owner (a symlink, a FIFO, another user's file?), or it could not be created there; "
+                "check it and remove it if it is not quilt-ops'; nothing was changed"
+            )
         raise LockUnavailable(
             f"cannot create the lock file {where} on {self.target.name}: its folder is missing, or the login user "
             "cannot write it and passwordless sudo does not work (quilt-ops needs one of the two); "
@@ -330,7 +247,7 @@ class HostLock:
         holder = describe_owner(self.read_note())
         s = shell.Script(self.settings)
         s.add(hostfiles.access_script(self.settings.env_file))
-        s.add(_HOLDER_AS, f"hold sh -c {q(_BREAK)} quilt-ops-break {q(lock_name(self.settings))}")
+        s.add(sh.load(FUNCTIONS), f"lock_hold sh -c {q(sh.load(BREAK))} quilt-ops-break {q(lock_name(self.settings))}")
         self.target.run(s.text(), timeout=30, what="breaking the lock")
         return holder
 
@@ -347,19 +264,11 @@ class HostLock:
     def guard(self, script: shell.Script) -> shell.Script:
         """Adds to a changing command: the check that this run still holds the lock, and the
         registration of the command, so that the holder stops it if this run vanishes."""
-        script.add(hostfiles.access_script(self.settings.env_file))
-        # Registered first, checked second: a holder that goes away between the two still
-        # finds the command, and one that went before is caught by the check.
-        script.add(
-            f"printf '%s %s\\n' \"$(sed 's/.*) //' /proc/$$/stat | cut -d' ' -f3)\" {q(self.token)} | "
-            f"qfile sh -c 'umask 077; cat >> \"$1\"' quilt-ops-register {q(commands_name(self.settings))} 2>/dev/null"
-        )
+        script.add(hostfiles.access_script(self.settings.env_file), sh.load(FUNCTIONS))
+        # Registered first, checked second (see ``sh/lock.sh``).
+        script.add(f"lock_register {q(commands_name(self.settings))} {q(self.token)}")
         script.guard_lock(lock_name(self.settings), owner_name(self.settings), self.token)
-        # The folder's ownership decides who writes there (see `Access`): what was true when
-        # the lock was taken must still be true for every changing command.
-        return script.add(
-            f'[ "$qaccess" = {q(self.access.value)} ] || {{ say fail access-changed; exit {shell.PROLOGUE_FAILED}; }}'
-        )
+        return script.add(f"lock_access_is {q(self.access.value)}")
 
     def release(self) -> None:
         """Closes the holder's stdin: it removes its note and lets go (no extra round trip)."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from invoke.runners import Result
 
-from . import admin_env, containers, docker_access, health, shell, stopping
+from . import admin_env, containers, docker_access, health, sh, shell, stopping
 from .checks import HostHealth
 from .config import Settings
 from .envfile import EnvFile
@@ -32,6 +32,9 @@ from .remote import RemoteResult, Target
 from .reporting import Reporter
 from .shell import q
 from .status import ExitStatus
+
+#: The host side: ``restart_precheck`` and ``restart_run_start`` (``sh/restart.sh``).
+SCRIPT = "restart.sh"
 
 
 class RestartError(QuiltError):
@@ -74,13 +77,10 @@ def precheck_script(
     s = guard or shell.Script(settings)
     docker.prepare(s, required=True)
     s.files(settings.env_file, write=False)
-    start, env = q(settings.start_script), q(settings.env_file)
     s.add(
         admin_env.script(admin_env.OWNED),
-        f"if [ ! -e {start} ]; then say precheck missing-script; exit 0; fi",
-        f"if [ ! -x {start} ]; then say precheck script-not-executable; exit 0; fi",
-        f"if ! owned_check {start} >/dev/null; then say precheck not-owned; exit 0; fi",
-        f"if ! qfile test -r {env} 2>/dev/null; then say precheck env-unreadable; exit 0; fi",
+        sh.load(SCRIPT),
+        f"restart_precheck {q(settings.start_script)} {q(settings.env_file)}",
     )
     s.send_file(settings.env_file, "env")
     return s.add("say ready")
@@ -100,13 +100,7 @@ def start_script(settings: Settings, guard: shell.Script | None = None) -> shell
 
 
 def _run_start(s: shell.Script, settings: Settings) -> shell.Script:
-    return s.add(
-        admin_env.script(admin_env.OWNED),
-        "say script",
-        f"as_owner {q(settings.start_script)} 2>&1 </dev/null; rc=$?",
-        "say scriptexit $rc",
-        "exit $rc",
-    )
+    return s.add(admin_env.script(admin_env.OWNED), sh.load(SCRIPT), f"restart_run_start {q(settings.start_script)}")
 
 
 PRECHECK_MESSAGES = {

@@ -233,6 +233,8 @@ class Rotation:
         recovery = after_failure(step, failure, self.journal)
         if recovery == Recovery.REPORT:
             raise e
+        if recovery == Recovery.SWEEP:  # IAM may have made the key all the same: abandon it, if found
+            self.journal, new, recovery = self.steps.unanswered(self.journal, self.state, self.facts, e)
         if recovery == Recovery.FORGET:
             self.forget()
         if recovery in (Recovery.NOTHING_CHANGED, Recovery.FORGET):

@@ -37,6 +37,9 @@ class Left(str, Enum):
     NEW_KEY_DELETED = "new-key-deleted"
     #: A new key the host never saw could not be deleted; the journal lets the next run do it.
     NEW_KEY = "new-key"
+    #: CreateAccessKey failed and IAM's keys could not be listed to find one it may have made
+    #: all the same; the journal stays, so that the next run names any such key.
+    UNANSWERED = "unanswered"
     #: The env file holds the old or the new key, both Active; the journal lets the next run decide.
     EITHER_KEY = "either-key"
     #: The host runs healthy on the new key; the old one is still Active.
@@ -76,6 +79,9 @@ _RENDER = {
     Left.NEW_KEY_DELETED: "{reason}; the new key was deleted and the host was not changed{note}",
     Left.NEW_KEY: "{lead}the new key {new} could not be deleted ({compensation}); the host was not changed "
     "and still runs on the old key; run rotate-keys again to clean up",
+    Left.UNANSWERED: "{reason}; IAM may have made the new key all the same, and looking for it failed "
+    "({compensation}); the host was not changed and still runs on the old key; run {again} "
+    "to name any key left over",
     Left.EITHER_KEY: "{reason}; {env_file} on {host} holds {old} or {new}, both stay Active; the journal on "
     "the host lets the next run finish or roll back: run {again}",
     Left.OLD_KEY_ACTIVE: "{host} now runs on {new} and is healthy, but retiring {old} failed ({reason}): "
@@ -153,6 +159,7 @@ _KINDS: dict[Left, type[RotationError]] = {
     Left.NOTHING: RotationFailed,
     Left.NEW_KEY_DELETED: RotationFailed,
     Left.NEW_KEY: RotationFailed,
+    Left.UNANSWERED: RotationFailed,
     Left.EITHER_KEY: Unfinished,
     Left.OLD_KEY_ACTIVE: Unfinished,
     Left.JOURNAL: Unfinished,

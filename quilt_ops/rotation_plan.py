@@ -18,7 +18,11 @@ The rules:
   Only that new key (when the host does not hold it) or, once the host runs
   healthy on the new key, that old key, is ever deleted;
 - a key created by a run that died before recording it is never guessed at: the
-  operator is told, with the command that removes it.
+  operator is told, with the command that removes it;
+- a live run whose CreateAccessKey failed (IAM may have made the key though its answer
+  was lost) takes as its own only the one key that is new since its pre-flight list, is
+  not the host's, and was created since it began (`unanswered`); two such keys are not
+  guessed at either.
 """
 
 from __future__ import annotations
@@ -213,6 +217,23 @@ def resume(journal: Journal, host: str, host_key: str | None, iam_user: str, key
         f"the env file on {host} holds {host_key or 'no key'}, neither the old key {journal.old_key_id} "
         f"nor the new key {journal.new_key_id or '(none recorded)'} of the unfinished rotation; "
         "check it by hand, then remove the journal; nothing was changed"
+    )
+
+
+def unanswered(started: datetime, before: Iterable[str], host_key: str | None, keys: Iterable[Key]) -> tuple[Key, ...]:
+    """Keys IAM lists now that this run may have made though CreateAccessKey's answer was lost:
+    not the host's, not in the run's own list before it created (``before``), created since it
+    began (``started``, the run's own clock, so with `SKEW`)."""
+    known = set(before)
+    return tuple(
+        sorted(
+            (
+                k
+                for k in keys
+                if k.id != host_key and k.id not in known and k.created is not None and k.created >= started - SKEW
+            ),
+            key=lambda k: k.id,
+        )
     )
 
 

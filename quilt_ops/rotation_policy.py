@@ -8,7 +8,9 @@ row by row (tests/unit/test_rotation_policy.py).
 Why each row is what it is, in one line: until the new key is in the env file the host
 never saw it, so a failure deletes it (`Recovery.ABANDON`); once the file may hold it,
 only the host's own key tells what happened, so a failure that may have left the command
-half-run is left to the next run, which reads the journal (`Recovery.LEAVE`); a step that
+half-run is left to the next run, which reads the journal (`Recovery.LEAVE`); a failed
+CreateAccessKey may still have made the key (a timeout, a lost answer), so the run looks for
+it in IAM before saying nothing changed (`Recovery.SWEEP`); a step that
 failed cleanly after the file was written is undone (`Recovery.ROLL_BACK`); and a rollback
 that fails leaves both keys Active for the operator (`Recovery.STUCK`).
 """
@@ -66,6 +68,11 @@ class Recovery(str, Enum):
     FORGET = "forget"
     #: Delete the new key, which the host never saw, and the journal.
     ABANDON = "abandon"
+    #: CreateAccessKey failed, but IAM may have made the key though its answer was lost (a
+    #: timeout): re-list the user's keys; the one made during this run (not the host's, not
+    #: listed before) is recorded in the journal and abandoned; none: forget. If IAM cannot be
+    #: listed, the journal stays for the next run, which names any such key.
+    SWEEP = "sweep"
     #: Leave it for the next run: the journal on the host lets it finish or roll back.
     LEAVE = "leave"
     #: Put the old env file back, recreate the containers on it, delete the new key.
@@ -106,8 +113,9 @@ TABLE: Mapping[Step, tuple[Mapping[Failure, Recovery], Recovery]] = {
     Step.START: (dict.fromkeys((*_NOTHING_RAN,), R.NOTHING_CHANGED), R.REPORT),
     # Retiring keys the plan named: each was checked; the journal says "creating", no new key.
     Step.MAKE_ROOM: ({}, R.REPORT),
-    # IAM did not make the key: nothing to delete.
-    Step.CREATING: ({F.AWS: R.FORGET}, R.REPORT),
+    # IAM said no, or its answer was lost: it may have made the key all the same (with IAM's
+    # two-key limit a key nobody holds fails the next rotation), so look for it first.
+    Step.CREATING: ({F.AWS: R.SWEEP}, R.REPORT),
     # The key exists but the host never saw it.
     Step.CREATED: (dict.fromkeys(_NOTHING_RAN, R.ABANDON), R.REPORT),
     Step.VERIFY: ({F.VERIFY: R.ABANDON, F.AWS: R.ABANDON}, R.REPORT),

@@ -374,6 +374,34 @@ def test_the_host_lock_is_shared_by_local_and_ssh_runs(host, local, aws):
     assert "is locked: rotate-keys by" in one_error(loser)
 
 
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "root-only file"])
+def test_local_as_root_opens_no_lock_file_its_owner_could_not(host, local, tmp_path, kind):
+    """Issue 18: root (--local) in the owner's folder opens the lock file through the owner's own
+    process, never the path: a FIFO, a symlink or a root-only file there is refused (a root-only
+    file was opened and locked as root before: fails on main)."""
+    lock = host.env_dir / ".registry.quilt-ops.lock"
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    lock.unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(lock)
+        shutil.chown(lock, host.env_file.stat().st_uid, host.env_file.stat().st_gid)
+    elif kind == "symlink":
+        lock.symlink_to(victim)
+    else:
+        lock.write_text("")
+        lock.chmod(0o600)
+    states = host.container_states()
+    try:
+        result = local.run("restart", timeout=60)
+        assert result.returncode == 4, result.stdout + result.stderr
+        assert "lock" in one_error(result) and "nothing was changed" in one_error(result)
+        assert "is not a regular file of the env folder's owner" in one_error(result)
+        assert victim.read_text() == "untouched\n" and host.container_states() == states
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 # ----------------------------------------------------------------------------- create-admin
 
 

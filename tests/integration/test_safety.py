@@ -8,6 +8,7 @@ forged host files, a stalled holder, a failing IAM, an unwritable audit log.
 import hashlib
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -427,19 +428,26 @@ def test_review_a_start_script_named_without_a_folder_is_run_from_the_registry_f
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_review_a_symlinked_lock_file_is_neither_followed_nor_broken(host, tmp_path):
-    """Whoever can write the env folder could point the lock file at another file."""
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_review_a_symlinked_lock_file_is_neither_followed_nor_broken(host, tmp_path, kind):
+    """Whoever can write the env folder could point the lock file at another file, or put a
+    FIFO there (issue 18: opening one blocks)."""
     victim = tmp_path / "victim"
     victim.write_text("untouched\n")
     lock = host.env_dir / f".{host.env_file.name}.quilt-ops.lock"
     lock.unlink(missing_ok=True)
-    lock.symlink_to(victim)
+    if kind == "fifo":
+        os.mkfifo(lock)
+        shutil.chown(lock, host.login_user, host.login_user)
+    else:
+        lock.symlink_to(victim)
     states = host.container_states()
     try:
         for args in (("restart",), ("restart", "--break-lock", "--yes")):
             result = host.run(*args)
             assert result.returncode == 4, result.stdout + result.stderr
             assert "lock" in one_error(result) and "nothing was changed" in one_error(result)
+            assert "is not a regular file of the env folder's owner" in one_error(result)
         assert victim.read_text() == "untouched\n" and host.container_states() == states
     finally:
         lock.unlink()

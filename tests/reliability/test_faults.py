@@ -175,6 +175,26 @@ def test_aws_unreachable_mid_rotation(host, aws, survived):
     survived()
 
 
+def test_a_lost_create_access_key_answer_leaves_no_key_nobody_holds(host, aws, survived):
+    """Issue 18: IAM made the key but CreateAccessKey's answer was lost (a timeout): the run finds
+    that key and deletes it, so the host's key stays the user's only one (with IAM's two-key limit,
+    a forgotten key fails the next rotation). Fails without the sweep: the key was forgotten."""
+    before, keys = host.env_file.read_bytes(), aws.keys()
+    assert list(keys) == [host.host_key_id()]
+    host.aws_fault(drop_create_next=1)
+    result = host.run("rotate-keys", "--verify-timeout", "30")
+    aws.clear()
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "the new key was deleted and the host was not changed" in last_error(result)
+    assert "during this run though CreateAccessKey failed: deleting it" in result.stdout + result.stderr
+    assert host.env_file.read_bytes() == before and aws.keys() == keys
+    assert host.leftovers() == []  # the journal is gone
+    again = host.run("rotate-keys")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert list(aws.keys()) == [host.host_key_id()]
+    survived()
+
+
 # ----------------------------------------------------------------------------- disk full
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from quilt_ops import containers, output
+from quilt_ops import containers, output, sh
 from quilt_ops.checks import HostHealth
 from quilt_ops.config import Containers
 from quilt_ops.status import ExitStatus, label
@@ -69,12 +69,14 @@ def test_no_env_value_reaches_any_rendering(path):
 
 def test_template_never_asks_for_the_environment():
     assert "Env" not in containers.INSPECT_TEMPLATE
-    assert containers.inspect_command(["registry", "catalog"]).count("qdocker inspect") == 1
+    assert containers.inspect_command(["registry", "catalog"]).count("docker_inspect") == 1
+    assert sh.load(containers.SCRIPT).count('qdocker inspect --format "$di_template"') == 1
 
 
 def test_names_are_quoted_and_after_the_end_of_options():
     command = containers.inspect_command(["-rm", "a'b"])
-    assert "-- '-rm' 'a'\"'\"'b'" in command or "-- -rm 'a'\"'\"'b'" in command
+    assert command.endswith(" -rm 'a'\"'\"'b'")
+    assert 'qdocker inspect --format "$di_template" -- "$@" 2>&1' in sh.load(containers.SCRIPT)
 
 
 def test_running_verdict_reports_uptime_restarts_and_image():
@@ -127,6 +129,32 @@ def test_key_in_effect_is_checked(text, expected):
 
 def test_key_in_effect_takes_the_last_entry_and_prints_only_that_value():
     command = containers.key_in_effect_command("registry", "AWS_ACCESS_KEY_ID")
-    assert "tail -n 1" in command and "s/^AWS_ACCESS_KEY_ID=//p" in command
+    assert command == "docker_key_in_effect registry AWS_ACCESS_KEY_ID"
     with pytest.raises(ValueError):
         containers.key_in_effect_command("registry", "A;B")
+
+
+@pytest.mark.parametrize(
+    "entries,expected",
+    [
+        (["A=1", "AWS_ACCESS_KEY_ID=AKIAFIRST", "B=2", "AWS_ACCESS_KEY_ID=AKIALAST"], "AKIALAST\n"),
+        (["AWS_ACCESS_KEY_IDX=AKIANOT", "XAWS_ACCESS_KEY_ID=AKIANOT"], ""),
+        (["AWS_ACCESS_KEY_ID="], "\n"),
+        ([], ""),
+    ],
+)
+def test_key_in_effect_on_the_host_takes_the_last_entry_of_that_name_only(entries, expected):
+    """sh/docker.sh run with sh, docker's answer faked: only the value of that one name leaves."""
+    import shlex
+    import subprocess
+
+    script = "\n".join(
+        [
+            "say() { printf '@@ %s\\n' \"$*\"; }",
+            f"qdocker() {{ printf '%s\\n' {' '.join(shlex.quote(e) for e in entries)}; }}",
+            sh.load(containers.KEY_SCRIPT),
+            containers.key_in_effect_command("registry", "AWS_ACCESS_KEY_ID"),
+        ]
+    )
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert result.stdout == "@@ key-in-effect\n" + expected, result

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from quilt_ops import lock
+from quilt_ops import lock, sh
 
 TOKEN = "0123456789abcdef"
+HOLDER, BREAK = sh.load(lock.HOLDER), sh.load(lock.BREAK)
+SILENCE = str(lock.SILENCE)
 
 
 def start_holder(folder: Path) -> subprocess.Popen:
@@ -24,7 +26,7 @@ def start_holder(folder: Path) -> subprocess.Popen:
         [
             "bash",
             "-c",
-            lock._HOLDER,
+            HOLDER,
             "quilt-ops-lock",
             str(folder / "lock"),
             str(folder / "note"),
@@ -35,6 +37,7 @@ def start_holder(folder: Path) -> subprocess.Popen:
             "@@m",
             "",
             "",
+            SILENCE,
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -66,7 +69,7 @@ def test_a_broken_lock_stops_the_broken_runs_commands(tmp_path):
     holder = start_holder(tmp_path)
     ours, strangers = registered_group(tmp_path), registered_group(tmp_path, token="f" * 16)
     try:
-        subprocess.run(["dash", "-c", lock._BREAK, "quilt-ops-break", str(tmp_path / "lock")], timeout=20)
+        subprocess.run(["dash", "-c", BREAK, "quilt-ops-break", str(tmp_path / "lock")], timeout=20)
         assert ended(holder) and ended(ours)
         assert strangers.poll() is None  # a line without this run's token is not acted on
         assert not (tmp_path / "note").exists() and not (tmp_path / "commands").exists()
@@ -99,7 +102,7 @@ def test_the_breaker_ends_only_lock_holders_and_never_through_a_symlink(tmp_path
     try:
         time.sleep(0.2)
         for path in (target, link):
-            subprocess.run(["dash", "-c", lock._BREAK, "quilt-ops-break", str(path)], timeout=20)
+            subprocess.run(["dash", "-c", BREAK, "quilt-ops-break", str(path)], timeout=20)
         assert reader.poll() is None  # holds the file, but is no lock holder
     finally:
         reader.kill()
@@ -111,10 +114,10 @@ def test_issue_18_the_holder_refuses_a_lock_file_swapped_for_another(tmp_path, m
     other = tmp_path / "root-only"
     other.write_text("")
     # The race, made certain: `exec 9<` opens `other` while the path is then a symlink to it.
-    swapped = lock._HOLDER.replace('exec 9<"$lockf"', f'exec 9<{other} && ln -sf {other} "$lockf"')
+    swapped = HOLDER.replace('exec 9<"$lockf"', f'exec 9<{other} && ln -sf {other} "$lockf"')
     holder = subprocess.run(
         ["bash", "-c", swapped, "quilt-ops-lock", str(tmp_path / "lock"), str(tmp_path / "note"), "{}",
-         str(tmp_path / "commands"), TOKEN, str(tmp_path / "env"), "@@m", "", ""],
+         str(tmp_path / "commands"), TOKEN, str(tmp_path / "env"), "@@m", "", "", SILENCE],
         input=b"", capture_output=True, timeout=20,
     )  # fmt: skip
     assert holder.stdout == b"@@m lock cannot-open\n" and holder.returncode == 3
@@ -126,8 +129,80 @@ def test_issue_18_the_holder_locks_only_a_regular_file(tmp_path, kind):
     path = tmp_path / "lock"
     os.mkfifo(path) if kind == "fifo" else path.mkdir()
     holder = subprocess.run(
-        ["timeout", "10", "bash", "-c", lock._HOLDER, "quilt-ops-lock", str(path), str(tmp_path / "note"), "{}",
-         str(tmp_path / "commands"), TOKEN, str(tmp_path / "env"), "@@m", "", ""],
+        ["timeout", "10", "bash", "-c", HOLDER, "quilt-ops-lock", str(path), str(tmp_path / "note"), "{}",
+         str(tmp_path / "commands"), TOKEN, str(tmp_path / "env"), "@@m", "", "", SILENCE],
         input=b"", capture_output=True, timeout=20,
     )  # fmt: skip
     assert holder.stdout == b"@@m lock cannot-open\n", holder
+
+
+# ----------------------------------------------------------------------------- a folder of another user
+
+AS_ROOT = os.geteuid() == 0 and shutil.which("runuser") is not None and shutil.which("flock") is not None
+
+
+@pytest.fixture
+def owners_folder():
+    """A folder of user ``nobody``, where the holder runs as root (the "owner" access)."""
+    if not AS_ROOT:
+        pytest.skip("needs root, runuser and flock (the holder as root in another user's folder)")
+    import pwd
+    import tempfile
+
+    nobody = pwd.getpwnam("nobody")
+    folder = Path(tempfile.mkdtemp(prefix="qo-lock-", dir="/tmp"))
+    os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def hold_as_root(folder: Path) -> subprocess.CompletedProcess:
+    """The holder run as root in ``folder`` for its owner ``nobody``; its stdin closed at once."""
+    return subprocess.run(
+        ["bash", "-c", HOLDER, "quilt-ops-lock", str(folder / "lock"), str(folder / "note"), "{}",
+         str(folder / "commands"), TOKEN, str(folder / "env"), "@@m", "", "nobody", SILENCE],
+        input=b"", capture_output=True, timeout=30,
+    )  # fmt: skip
+
+
+def test_issue_18_as_root_in_an_owners_folder_the_owners_lock_file_is_locked(owners_folder):
+    held = hold_as_root(owners_folder)
+    assert held.stdout.startswith(b"@@m lock acquired\n"), held
+    assert (owners_folder / "lock").stat().st_uid == owners_folder.stat().st_uid
+
+
+def test_issue_18_root_never_opens_a_lock_file_its_owner_could_not(owners_folder):
+    """A root-only file at the lock path (a hard link, or a swap the check missed): root opened
+    and locked it before (fails on main: 'acquired'); now the owner's process opens the path."""
+    lock_file = owners_folder / "lock"
+    lock_file.write_text("")
+    lock_file.chmod(0o600)  # root's
+    held = hold_as_root(owners_folder)
+    assert held.stdout == b"@@m lock cannot-open\n" and held.returncode == 3, held
+    assert not (owners_folder / "note").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink to a root-only file", "symlink to the owner's file"])
+def test_issue_18_as_root_a_fifo_or_symlink_at_the_lock_path_is_refused(owners_folder, kind):
+    lock_file, victim = owners_folder / "lock", Path(str(owners_folder) + ".victim")
+    try:
+        if kind == "fifo":
+            os.mkfifo(lock_file)
+            os.chown(lock_file, owners_folder.stat().st_uid, owners_folder.stat().st_gid)
+        else:
+            victim.write_text("")
+            if "owner" in kind:
+                os.chown(victim, owners_folder.stat().st_uid, owners_folder.stat().st_gid)
+            lock_file.symlink_to(victim)
+        started = time.monotonic()
+        held = hold_as_root(owners_folder)
+        assert held.stdout == b"@@m lock cannot-open\n" and held.returncode == 3, held
+        assert time.monotonic() - started < 15
+        assert not (owners_folder / "note").exists()
+        if victim.exists():  # not locked: flock takes it at once
+            assert subprocess.run(["flock", "-n", str(victim), "true"]).returncode == 0
+    finally:
+        victim.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ import pytest
 from quilt_ops import journal as journals
 from quilt_ops.errors import Refused
 from quilt_ops.journal import Journal, JournalUnreadable
-from quilt_ops.rotation_plan import Key, Resume, check_deletion, plan, resume, shared_keys
+from quilt_ops.rotation_plan import SKEW, Key, Resume, check_deletion, plan, resume, shared_keys, unanswered
 
 USER = "quilt-registry-RegistryUser-ABCDEFGHIJKLM"
 OLD, NEW, OTHER, SPARE = "AKIAOLDOLDOLDOLD0001", "AKIANEWNEWNEWNEW0002", "AKIAOTHEROTHEROTH003", "AKIASPARESPARESP0004"
@@ -163,6 +163,34 @@ def test_point_10_1_keys_created_since_the_journal_are_never_guessed_at():
     assert decision.delete_new is None and decision.unproven == (OTHER,)
     decision = resume(journal("created"), "h", OLD, USER, [key(OLD), key(NEW), later])
     assert decision.delete_new == NEW and decision.unproven == ()
+
+
+# ----------------------------------------------------------------------------- a CreateAccessKey answer lost
+
+UNANSWERED = [
+    # (case, keys listed before creating, keys IAM lists after the failed call, found)
+    ("IAM made no key", [OLD], [key(OLD)], ()),
+    ("IAM made the key", [OLD], [key(OLD), key(NEW)], (NEW,)),
+    ("a key listed before is not it", [OLD, OTHER], [key(OLD), key(OTHER, created=NEW_CREATED)], ()),
+    ("deleted to make room, then made again: not listed before", [OLD, SPARE], [key(OLD), key(NEW)], (NEW,)),
+    ("a key older than the run is not it", [OLD], [key(OLD), key(OTHER)], ()),
+    ("a key within the clock skew is", [OLD], [key(OLD), key(NEW, created=STARTED - SKEW)], (NEW,)),
+    ("a key with no creation time is not", [OLD], [key(OLD), Key(NEW, "Active", None)], ()),
+    ("never the host's key", [], [key(OLD, created=NEW_CREATED)], ()),
+    (
+        "two are both named (the caller guesses at neither)",
+        [OLD],
+        [key(OLD), key(NEW), key(SPARE, created=NEW_CREATED)],
+        (NEW, SPARE),
+    ),
+]
+
+
+@pytest.mark.parametrize("case,before,listed,found", UNANSWERED, ids=[u[0] for u in UNANSWERED])
+def test_a_key_made_though_create_access_key_failed_is_found(case, before, listed, found):
+    """Issue 18: a CreateAccessKey timeout may leave a key nobody holds (and IAM's 2-key limit
+    then fails the next rotation): the run finds the one it made, and only that one."""
+    assert tuple(k.id for k in unanswered(STARTED, before, OLD, listed)) == found
 
 
 # ----------------------------------------------------------------------------- the last check before IAM

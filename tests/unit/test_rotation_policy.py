@@ -60,8 +60,8 @@ ROWS = [
     # -- making room: keys the plan proved unused; the journal (no new key) is the next run's
     (S.MAKE_ROOM, F.AWS, CREATING, R.REPORT),
     (S.MAKE_ROOM, F.REFUSED, CREATING, R.REPORT),
-    # -- creating: IAM made no key
-    (S.CREATING, F.AWS, CREATING, R.FORGET),
+    # -- creating: IAM said no or its answer was lost (a timeout): it may have made the key, look
+    (S.CREATING, F.AWS, CREATING, R.SWEEP),
     (S.CREATING, F.FAILED, CREATING, R.REPORT),
     # -- created: the key exists, the host never saw it: delete it
     (S.CREATED, F.HOST_FILE, CREATED, R.ABANDON),

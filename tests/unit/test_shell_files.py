@@ -35,7 +35,19 @@ def test_every_script_names_its_shell():
         assert text.startswith(("#!/bin/sh\n", "#!/bin/bash\n")) or "# shellcheck shell=sh" in text, name
 
 
-@pytest.mark.parametrize("name", ["replace.sh", "backup.sh", "write_private.sh", "access.sh"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "replace.sh",
+        "backup.sh",
+        "write_private.sh",
+        "access.sh",
+        "lock_holder.sh",
+        "lock_break.sh",
+        "restart.sh",
+        "health.sh",
+    ],
+)
 def test_scripts_load_from_the_package(name):
     text = sh.load(name)
     assert text.endswith("\n")
@@ -70,3 +82,8 @@ def test_no_remote_exit_code_literal_in_the_rotation(name):
             isinstance(c, ast.Constant) and c.value in (40, 41, 42, 28) for c in node.comparators
         ):
             pytest.fail(f"exit code literal in {name} at line {node.lineno}")
+
+
+def test_the_scripts_stop_with_the_prologue_s_exit_code():
+    """lock.sh's access check stops a guarded command as the prologue does (`Exit.PROLOGUE_FAILED`)."""
+    assert f"exit {sh.Exit.PROLOGUE_FAILED.value}; }}" in sh.load("lock.sh")

@@ -20,6 +20,9 @@ FAULTS_JSON is read on every request (a missing file means no faults):
   down_until      epoch seconds until which connections are closed unanswered
                   (AWS unreachable, without losing moto's state)
   fail_actions    query API actions (e.g. ["DeleteAccessKey"]) that answer 500
+  drop_create_next  {"count": N, "id": ID}: the next N CreateAccessKey calls reach moto (IAM makes
+                  the key) but their answer is lost (the connection is closed unanswered), as a
+                  timeout leaves them on AWS
 """
 
 import http.client
@@ -163,6 +166,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             for key_id in NEW_KEY.findall(data):
                 with self.state.lock:
                     self.state.created[key_id.decode()] = time.time()
+            if self.state.take(self.state.faults().get("drop_create_next")):
+                upstream.close()
+                self.close_connection = True
+                self.connection.close()
+                return
         self.send_response(response.status)
         for name, value in response.getheaders():
             if name.lower() not in ("connection", "transfer-encoding", "content-length"):
