@@ -135,6 +135,11 @@ def ready(line: str, host: str) -> bool:
             f"sudo on {host} runs only on a terminal (Defaults requiretty); allow the login user without one "
             "(Defaults:USER !requiretty); nothing was run there"
         )
+    if reason == "tmpdir":
+        raise HostError(
+            f"the login user's temp folder on {host} (TMPDIR, else /tmp) is another user's, or others can "
+            "rename files in it (not sticky): no place for the sudo password; nothing was run there"
+        )
     if reason in ("mktemp", "write"):
         raise HostError(f"cannot make a private temp folder on {host} for the sudo password; nothing was run there")
     raise HostError(f"the sudo password could not be set up on {host}; nothing was run there")
