@@ -80,8 +80,12 @@ def password(config: Any) -> str | None:
 
 def asking(sudo: str) -> str:
     """quilt.sudo as used when a password is given: ``-n`` (never ask) replaced by ``-A`` (ask
-    the askpass helper). "" (never sudo) stays ""."""
-    words = shlex.split(sudo)
+    the askpass helper). "" (never sudo) stays "". Raises `ConfigError` when it is not a command
+    line (an unclosed quote)."""
+    try:
+        words = shlex.split(sudo)
+    except ValueError as e:
+        raise ConfigError(f"quilt.sudo is not a command line ({e})") from None
     if not words:
         return ""
     rest = [word for word in words[1:] if word not in ("-n", "--non-interactive")]

@@ -65,6 +65,14 @@ def test_asking_replaces_never_ask_by_the_askpass_helper(sudo, expected):
     assert sudo_password.asking(sudo) == expected
 
 
+@pytest.mark.parametrize("sudo", ["sudo -n '", 'sudo "-n', "sudo \\"])
+def test_a_sudo_that_is_not_a_command_line_is_a_config_error(sudo):
+    """Attack (review-attack): quilt.sudo with an unclosed quote and a password given was
+    'Error: internal error (ValueError)', exit 70, not a configuration error."""
+    with pytest.raises(ConfigError, match="quilt.sudo is not a command line"):
+        Settings.load({"sudo": {"password": SECRET}, "quilt": {"sudo": sudo}})
+
+
 def test_settings_sudo_asks_only_with_a_password():
     assert Settings.load({}).sudo == "sudo -n"
     assert Settings.load({"sudo": {"password": SECRET}}).sudo == "sudo -A"
