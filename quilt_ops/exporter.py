@@ -49,6 +49,7 @@ from . import http_server
 from .checks import HostHealth, unreachable
 from .config import Settings
 from .errors import ConfigError, ConnectionLost, HostError, QuiltError
+from .sudo_password import SudoPasswordRefused
 
 DEFAULT_LISTEN = "127.0.0.1:9877"
 DEFAULT_SCRAPE_TIMEOUT = 10.0
@@ -255,6 +256,9 @@ class Slot(Generic[T]):
         self.failures = 0
         self.retry_at = 0.0
         self.reason = ""
+        #: Why the host's sudo refused the password given (`SudoPasswordRefused`): it is never
+        #: tried again (a wrong password tried at every reconnect can lock the login user out).
+        self.refused = ""
         #: Up at the last check (None: never checked), for logging changes only.
         self.up: bool | None = None
 
@@ -274,12 +278,18 @@ class Slot(Generic[T]):
                 return target
             except HostError:
                 self.drop(target)  # it died since the last scrape: reconnect at once, once
+        if self.refused:
+            raise SudoPasswordRefused(f"{self.refused}; not tried again until the exporter restarts")
         target = self._new_target()
         with self.lock:
             if self.abandoned:
                 raise Abandoned("given up")
             self.target = target
-        target.open()
+        try:
+            target.open()
+        except SudoPasswordRefused as e:
+            self.refused = str(e)
+            raise
         self._opened(target)
         return target
 

@@ -52,6 +52,12 @@ class AwsError(QuiltError):
     """An AWS call failed; the message names the call and AWS's error code."""
 
 
+class AwsRefused(AwsError):
+    """AWS answered the call's first try with a client error (4xx): the call did nothing. After a
+    hidden retry it is a plain `AwsError`: the first try may have been done, its answer lost
+    (CreateAccessKey then fails with LimitExceeded, the key made all the same)."""
+
+
 class VerifyTimeout(QuiltError):
     """The new key was not accepted everywhere within the verification timeout."""
 
@@ -79,6 +85,15 @@ def describe_error(operation: str, e: Exception) -> str:
     if isinstance(e, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
         return f"{operation} failed: no AWS credentials (set AWS_PROFILE or use --profile)"
     return f"{operation} failed: {type(e).__name__}"
+
+
+def refused_at_once(e: Exception) -> bool:
+    """Whether ``e`` is AWS's client-error answer (4xx) to the first and only try of a call."""
+    if not isinstance(e, botocore.exceptions.ClientError):
+        return False
+    metadata = e.response.get("ResponseMetadata", {})
+    status, retries = metadata.get("HTTPStatusCode"), metadata.get("RetryAttempts")
+    return isinstance(status, int) and 400 <= status < 500 and retries == 0
 
 
 def error_code(e: Exception) -> str | None:
@@ -162,7 +177,12 @@ class KeyStore:
         return [Key(k["AccessKeyId"], k["Status"], k.get("CreateDate")) for k in listed]
 
     def create(self, user: str) -> NewKey:
-        key = self.call("iam", "create_access_key", UserName=user)["AccessKey"]
+        """Raises `AwsRefused` when IAM said no at once (nothing made), else `AwsError`."""
+        try:
+            key = self.client("iam").create_access_key(UserName=user)["AccessKey"]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as e:
+            kind = AwsRefused if refused_at_once(e) else AwsError
+            raise kind(describe_error("IAM create_access_key", e)) from None
         return NewKey(key["AccessKeyId"], key["SecretAccessKey"], key.get("CreateDate"))
 
     def deactivate(self, user: str, key_id: str) -> None:

@@ -223,14 +223,19 @@ def resume(journal: Journal, host: str, host_key: str | None, iam_user: str, key
 def unanswered(started: datetime, before: Iterable[str], host_key: str | None, keys: Iterable[Key]) -> tuple[Key, ...]:
     """Keys IAM lists now that this run may have made though CreateAccessKey's answer was lost:
     not the host's, not in the run's own list before it created (``before``), created since it
-    began (``started``, the run's own clock, so with `SKEW`)."""
+    began (``started``, the run's own clock, so with `SKEW`), and Active (CreateAccessKey makes
+    Active keys: an Inactive one is someone else's, made or deactivated meanwhile)."""
     known = set(before)
     return tuple(
         sorted(
             (
                 k
                 for k in keys
-                if k.id != host_key and k.id not in known and k.created is not None and k.created >= started - SKEW
+                if k.id != host_key
+                and k.id not in known
+                and k.active
+                and k.created is not None
+                and k.created >= started - SKEW
             ),
             key=lambda k: k.id,
         )

@@ -23,7 +23,7 @@ from enum import Enum
 from .errors import ConnectionLost, NotStarted, Refused, RemoteTimeout
 from .hostfiles import HostFileError
 from .journal import Journal, JournalBehind, Step
-from .keys import AwsError, VerifyRefused, VerifyTimeout
+from .keys import AwsError, AwsRefused, VerifyRefused, VerifyTimeout
 from .shell import NotRun
 
 __all__ = ["TABLE", "Failure", "Recovery", "Step", "after_failure", "classify"]
@@ -46,6 +46,8 @@ class Failure(str, Enum):
     JOURNAL_BEHIND = "journal-behind"
     #: AWS said no, or could not be reached.
     AWS = "aws"
+    #: AWS said no to the call's first and only try (`quilt_ops.keys.AwsRefused`): it did nothing.
+    AWS_REFUSED = "aws-refused"
     #: The new key did not prove itself with its own credentials.
     VERIFY = "verify"
     #: A check refused to go on.
@@ -92,6 +94,7 @@ def classify(error: BaseException) -> Failure:
         (RemoteTimeout, Failure.TIMED_OUT),
         (HostFileError, Failure.HOST_FILE),
         ((VerifyTimeout, VerifyRefused), Failure.VERIFY),
+        (AwsRefused, Failure.AWS_REFUSED),
         (AwsError, Failure.AWS),
         (Refused, Failure.REFUSED),
     )
@@ -113,12 +116,14 @@ TABLE: Mapping[Step, tuple[Mapping[Failure, Recovery], Recovery]] = {
     Step.START: (dict.fromkeys((*_NOTHING_RAN,), R.NOTHING_CHANGED), R.REPORT),
     # Retiring keys the plan named: each was checked; the journal says "creating", no new key.
     Step.MAKE_ROOM: ({}, R.REPORT),
-    # IAM said no, or its answer was lost: it may have made the key all the same (with IAM's
-    # two-key limit a key nobody holds fails the next rotation), so look for it first.
-    Step.CREATING: ({F.AWS: R.SWEEP}, R.REPORT),
+    # Its answer was lost (or came after a retry): IAM may have made the key all the same (with
+    # IAM's two-key limit a key nobody holds fails the next rotation), so look for it first.
+    # IAM said no at once: nothing was made, and a key made meanwhile (LimitExceeded: by hand,
+    # by a run on another host of the same IAM user) is not this run's to sweep.
+    Step.CREATING: ({F.AWS: R.SWEEP, F.AWS_REFUSED: R.FORGET}, R.REPORT),
     # The key exists but the host never saw it.
     Step.CREATED: (dict.fromkeys(_NOTHING_RAN, R.ABANDON), R.REPORT),
-    Step.VERIFY: ({F.VERIFY: R.ABANDON, F.AWS: R.ABANDON}, R.REPORT),
+    Step.VERIFY: ({F.VERIFY: R.ABANDON, F.AWS: R.ABANDON, F.AWS_REFUSED: R.ABANDON}, R.REPORT),
     # One command: backup, replace (atomic), journal "written". Cut or killed, it may have got
     # as far as the rename: only the host's key tells, so the next run decides.
     Step.WRITING: (
@@ -136,7 +141,7 @@ TABLE: Mapping[Step, tuple[Mapping[Failure, Recovery], Recovery]] = {
     Step.WRITTEN: (dict.fromkeys(_TRANSPORT, R.LEAVE), R.ROLL_BACK),
     # The host runs healthy on the new key; the old one may still be Active.
     Step.RETIRING: (
-        dict.fromkeys((F.AWS, F.NOT_STARTED, F.CONNECTION_LOST, F.HOST_FILE, F.GUARD_STOPPED), R.LEAVE),
+        dict.fromkeys((F.AWS, F.AWS_REFUSED, F.NOT_STARTED, F.CONNECTION_LOST, F.HOST_FILE, F.GUARD_STOPPED), R.LEAVE),
         R.REPORT,
     ),
     # Done but for the journal: the next run removes it.

@@ -80,8 +80,12 @@ def password(config: Any) -> str | None:
 
 def asking(sudo: str) -> str:
     """quilt.sudo as used when a password is given: ``-n`` (never ask) replaced by ``-A`` (ask
-    the askpass helper). "" (never sudo) stays ""."""
-    words = shlex.split(sudo)
+    the askpass helper). "" (never sudo) stays "". Raises `ConfigError` when it is not a command
+    line (an unclosed quote)."""
+    try:
+        words = shlex.split(sudo)
+    except ValueError as e:
+        raise ConfigError(f"quilt.sudo is not a command line ({e})") from None
     if not words:
         return ""
     rest = [word for word in words[1:] if word not in ("-n", "--non-interactive")]
@@ -134,6 +138,11 @@ def ready(line: str, host: str) -> bool:
         raise HostError(
             f"sudo on {host} runs only on a terminal (Defaults requiretty); allow the login user without one "
             "(Defaults:USER !requiretty); nothing was run there"
+        )
+    if reason == "tmpdir":
+        raise HostError(
+            f"the login user's temp folder on {host} (TMPDIR, else /tmp) is another user's, or others can "
+            "rename files in it (not sticky): no place for the sudo password; nothing was run there"
         )
     if reason in ("mktemp", "write"):
         raise HostError(f"cannot make a private temp folder on {host} for the sudo password; nothing was run there")

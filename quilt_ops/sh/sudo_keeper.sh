@@ -2,6 +2,7 @@
 # sudo_keeper.sh NAME ASKPASS_TEXT SUDO...: keeps a host's sudo password for one SSH connection
 # (quilt_ops.sudo_password). Run once per connection, on its own channel, with the password
 # as the first line of stdin (never an argument or a variable of the environment). It
+#  - refuses a temp folder (TMPDIR) of another user, or one others may rename in ("fail tmpdir");
 #  - removes the folders of earlier keepers that are gone (a killed run's): a live keeper
 #    holds an flock on its folder's "lock" file;
 #  - makes a private folder ${TMPDIR:-/tmp}/quilt-ops-sudo.NAME (mkdir -m 700: fails if it
@@ -24,6 +25,16 @@ if ! command -v "$1" >/dev/null 2>&1; then
     exit 0
 fi
 base=${TMPDIR:-/tmp}
+# The temp folder must be the login user's or root's (a symlink too: its owner could point it
+# elsewhere later), and no one else may rename what is in it (not writable by group or others,
+# or sticky, as /tmp): else another user could swap the private folder for one of theirs
+# between mkdir and the password's write (their "password" file, opened by ">").
+uid=$(id -u)
+if [ -z "$(find "$base" -maxdepth 0 \( -user "$uid" -o -user 0 \) 2>/dev/null)" ] ||
+    [ -z "$(find "$base/." -maxdepth 0 -type d \( -user "$uid" -o -user 0 \) \( -perm -1000 -o ! -perm /022 \) 2>/dev/null)" ]; then
+    echo "fail tmpdir"
+    exit 1
+fi
 if command -v flock >/dev/null 2>&1; then
     for old in "$base"/quilt-ops-sudo.*; do
         if [ ! -d "$old" ] || [ ! -O "$old" ] || [ -L "$old" ]; then continue; fi

@@ -24,6 +24,7 @@ from quilt_ops import exporter as ex
 from quilt_ops.checks import Check, HostHealth, Kind
 from quilt_ops.errors import ConfigError, ConnectionLost, HostError, HostKeyUnknown, MissingTool, NotStarted
 from quilt_ops.status import ExitStatus
+from quilt_ops.sudo_password import SudoPasswordRefused
 from tests import promtool
 
 USAGE = int(ExitStatus.USAGE)
@@ -291,6 +292,22 @@ def test_a_host_that_cannot_be_reached_waits_for_the_backoff():
     outcomes, _ = connections.scrape()
     assert states(outcomes) == {"a": True, "b": True}
     assert connections.slots[0].failures == 0
+
+
+def test_a_sudo_password_refused_is_never_tried_again():
+    """Attack (review-attack): with a wrong sudo.password the exporter tried it again at every
+    reconnect (once a minute, after the back-off): hundreds of failed sudo logins a day, which
+    pam_faillock turns into the login user locked out. Tried once, then reported down."""
+    clock = Clock()
+    a = FakeHost("a")
+    a.open_error = SudoPasswordRefused("sudo on a did not accept the password given (sudo.password)")
+    connections = pool(a, clock=clock)
+    for _ in range(5):
+        outcomes, _ = connections.scrape()
+        assert states(outcomes) == {"a": False}
+        assert "did not accept the password given" in outcomes[0].reason
+        clock.advance(61)
+    assert a.opens == 1 and "not tried again until the exporter restarts" in outcomes[0].reason
 
 
 def test_an_unknown_host_key_is_a_reason_to_be_down_never_trusted():

@@ -206,3 +206,32 @@ def test_issue_18_as_root_a_fifo_or_symlink_at_the_lock_path_is_refused(owners_f
             assert subprocess.run(["flock", "-n", str(victim), "true"]).returncode == 0
     finally:
         victim.unlink(missing_ok=True)
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="flock is not installed")
+def test_the_breaker_never_ends_another_folders_holder_through_a_swapped_path(tmp_path):
+    """Attack (review-attack): the owner of folder A swaps A's lock file for a symlink to folder
+    B's lock right after the breaker's `[ ! -L ]` check (made certain here: the first readlink
+    run swaps it). The breaker then resolved the path (readlink -f) to B's lock and ended B's
+    holder, which stopped B's run (another stack's) mid-way. Now the path's last part is never
+    followed: only holders of A's own lock file are ended."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "lock").write_text("")
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    real = shutil.which("readlink")
+    (tools / "readlink").write_text(
+        f'#!/bin/sh\n[ -L "{a}/lock" ] || ln -sfn "{b}/lock" "{a}/lock"\nexec {real} "$@"\n'
+    )
+    (tools / "readlink").chmod(0o755)
+    others = start_holder(b)
+    try:
+        env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}"}
+        subprocess.run(["dash", "-c", BREAK, "quilt-ops-break", str(a / "lock")], timeout=20, env=env)
+        assert (a / "lock").is_symlink()  # the swap happened
+        assert others.poll() is None and (b / "note").exists()  # B's holder lives on
+    finally:
+        others.kill()
+        others.wait(5)

@@ -177,6 +177,10 @@ UNANSWERED = [
     ("a key within the clock skew is", [OLD], [key(OLD), key(NEW, created=STARTED - SKEW)], (NEW,)),
     ("a key with no creation time is not", [OLD], [key(OLD), Key(NEW, "Active", None)], ()),
     ("never the host's key", [], [key(OLD, created=NEW_CREATED)], ()),
+    # review-attack: CreateAccessKey makes Active keys; an Inactive one was made (or deactivated)
+    # by someone else meanwhile, and is not this run's to delete
+    ("an Inactive key is not it", [OLD], [key(OLD), key(NEW, "Inactive")], ()),
+    ("an Inactive key is not one of two", [OLD], [key(OLD), key(NEW), key(SPARE, "Inactive", NEW_CREATED)], (NEW,)),
     (
         "two are both named (the caller guesses at neither)",
         [OLD],

@@ -16,7 +16,7 @@ from quilt_ops import journal as journals
 from quilt_ops.errors import ConnectionLost, NotStarted, QuiltError, Refused, RemoteTimeout
 from quilt_ops.hostfiles import HostFileError
 from quilt_ops.journal import Journal, Step
-from quilt_ops.keys import AwsError, VerifyRefused, VerifyTimeout
+from quilt_ops.keys import AwsError, AwsRefused, VerifyRefused, VerifyTimeout
 from quilt_ops.rotation_policy import TABLE, Failure, Recovery, after_failure, classify
 from quilt_ops.shell import AccessChanged, LockLost
 
@@ -62,6 +62,8 @@ ROWS = [
     (S.MAKE_ROOM, F.REFUSED, CREATING, R.REPORT),
     # -- creating: IAM said no or its answer was lost (a timeout): it may have made the key, look
     (S.CREATING, F.AWS, CREATING, R.SWEEP),
+    # IAM said no at once: nothing made; a key listed now is someone else's (review-attack)
+    (S.CREATING, F.AWS_REFUSED, CREATING, R.FORGET),
     (S.CREATING, F.FAILED, CREATING, R.REPORT),
     # -- created: the key exists, the host never saw it: delete it
     (S.CREATED, F.HOST_FILE, CREATED, R.ABANDON),
@@ -154,6 +156,7 @@ def test_the_policy_is_pure_and_fast():
         (VerifyTimeout("x"), F.VERIFY),
         (VerifyRefused("x"), F.VERIFY),
         (AwsError("x"), F.AWS),
+        (AwsRefused("x"), F.AWS_REFUSED),
         (Refused("x"), F.REFUSED),
         (QuiltError("x"), F.FAILED),
     ],

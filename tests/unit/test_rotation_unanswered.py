@@ -7,12 +7,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
+import botocore.exceptions
 import pytest
 
 from quilt_ops import rotation as rotation_mod
 from quilt_ops.config import Settings
 from quilt_ops.journal import Journal, Step
-from quilt_ops.keys import AwsError
+from quilt_ops.keys import AwsError, AwsRefused, KeyStore
 from quilt_ops.reporting import Silent
 from quilt_ops.rotation import RotateOptions, Rotation
 from quilt_ops.rotation_errors import Left, RotationError
@@ -42,7 +43,7 @@ class Iam:
         self.deleted.append(key_id)
 
 
-def after_lost_answer(monkeypatch, tmp_path, iam):
+def after_lost_answer(monkeypatch, tmp_path, iam, lost=None):
     """The failed create's recovery; returns (the error, the journals saved, whether it was cleared)."""
     saved: list[Journal] = []
     cleared: list[bool] = []
@@ -53,7 +54,7 @@ def after_lost_answer(monkeypatch, tmp_path, iam):
     rotation.secret.user, rotation.secret.keys = USER, [OLD_KEY]
     rotation.state = SimpleNamespace(host_key=OLD)
     rotation.journal = Journal(Step.CREATING, USER, OLD, STARTED, "alice@laptop", old_key_created=OLD_KEY.created)
-    lost = AwsError("IAM create_access_key failed: ConnectionClosedError")
+    lost = lost or AwsError("IAM create_access_key failed: ConnectionClosedError")
     with pytest.raises(RotationError) as e:
         rotation.recover(Step.CREATING, lost, OLD, "", str, str)
     return e.value, saved, bool(cleared)
@@ -93,3 +94,51 @@ def test_when_the_key_cannot_be_told_the_journal_stays_and_nothing_is_deleted(mo
     error, saved, cleared = after_lost_answer(monkeypatch, tmp_path, iam)
     assert error.facts.left == Left.UNANSWERED and iam.deleted == [] and saved == [] and not cleared
     assert error.status == 4 and "IAM may have made the new key all the same" in str(error)
+
+
+def refused(code: str, retries: int, status: int = 409) -> botocore.exceptions.ClientError:
+    """IAM's error answer to CreateAccessKey, after ``retries`` hidden retries of botocore."""
+    metadata = {"HTTPStatusCode": status, "RetryAttempts": retries}
+    response = {"Error": {"Code": code, "Message": "no"}, "ResponseMetadata": metadata}
+    return botocore.exceptions.ClientError(response, "CreateAccessKey")  # type: ignore[arg-type]
+
+
+class Client:
+    def __init__(self, error):
+        self.error = error
+
+    def create_access_key(self, **kwargs):
+        raise self.error
+
+
+def create_failure(error) -> AwsError:
+    store = KeyStore(SimpleNamespace(region_name="us-east-1"))  # type: ignore[arg-type]
+    store._clients["iam"] = Client(error)
+    with pytest.raises(AwsError) as e:
+        store.create(USER)
+    return e.value
+
+
+def test_an_error_answer_at_the_first_try_is_iams_no(monkeypatch, tmp_path):
+    """Attack (review-attack): IAM answered LimitExceeded at once because someone (the operator by
+    hand, another run on a host of the same IAM user) made a key between the pre-flight list and
+    this CreateAccessKey. Nothing was made by this run: that other key is never swept (it was
+    deleted: a hand-made key, or the key another run was writing to its host)."""
+    error = create_failure(refused("LimitExceeded", 0))
+    assert isinstance(error, AwsRefused)
+    iam = Iam([Key(OTHER, "Active", STARTED + timedelta(seconds=2))])
+    outcome, saved, cleared = after_lost_answer(monkeypatch, tmp_path, iam, error)
+    assert outcome.facts.left == Left.NOTHING and iam.deleted == [] and saved == [] and cleared
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        refused("LimitExceeded", 2),
+        refused("ServiceFailure", 0, 500),
+        botocore.exceptions.ReadTimeoutError(endpoint_url="x"),
+    ],
+    ids=["an error after a retry (the first try's answer lost)", "IAM's own failure", "a timeout"],
+)
+def test_an_answer_that_may_hide_a_made_key_is_swept(error):
+    assert not isinstance(create_failure(error), AwsRefused)

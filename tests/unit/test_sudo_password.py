@@ -65,6 +65,14 @@ def test_asking_replaces_never_ask_by_the_askpass_helper(sudo, expected):
     assert sudo_password.asking(sudo) == expected
 
 
+@pytest.mark.parametrize("sudo", ["sudo -n '", 'sudo "-n', "sudo \\"])
+def test_a_sudo_that_is_not_a_command_line_is_a_config_error(sudo):
+    """Attack (review-attack): quilt.sudo with an unclosed quote and a password given was
+    'Error: internal error (ValueError)', exit 70, not a configuration error."""
+    with pytest.raises(ConfigError, match="quilt.sudo is not a command line"):
+        Settings.load({"sudo": {"password": SECRET}, "quilt": {"sudo": sudo}})
+
+
 def test_settings_sudo_asks_only_with_a_password():
     assert Settings.load({}).sudo == "sudo -n"
     assert Settings.load({"sudo": {"password": SECRET}}).sudo == "sudo -A"
@@ -101,6 +109,7 @@ def test_no_command_holds_the_password_or_anything_from_the_host():
         ("fail notallowed", None, SudoPasswordRefused, "refused the login user"),
         ("fail askpass", None, HostError, "noexec"),
         ("fail mktemp", None, HostError, "private temp folder"),
+        ("fail tmpdir", None, HostError, "another user's, or others can rename"),
         ("fail tty", None, HostError, "requiretty"),
         ("ready /tmp/elsewhere", None, HostError, "could not be set up"),
         ("", None, HostError, "could not be set up"),
@@ -167,3 +176,76 @@ def test_the_sandbox_shape_whose_sudo_asks():
     for bad in ({"docker_access": "none"}, {"docker_access": "group", "sudo": False}):
         with pytest.raises(ValueError, match="sudo_password needs sudo"):
             HostShape(sudo_password=True, **bad)
+
+
+FAKE_SUDO = """#!/bin/sh
+# a sudo whose password is the first line of $EXPECTED: asks SUDO_ASKPASS (sudo -A -k true)
+[ "$("$SUDO_ASKPASS" '[sudo] password: ')" = "$(cat "$EXPECTED")" ] ||
+    { echo 'sudo: incorrect password attempt' >&2; exit 1; }
+"""
+
+
+def keep(tmp_path, base, secret: str = SECRET) -> tuple[str, list[str]]:
+    """The keeper run here with TMPDIR=base and a fake sudo, stdin the password then its end:
+    its answer, and every file under ``base`` holding the password while it was kept."""
+    tool = tmp_path / "tool"
+    tool.mkdir(exist_ok=True)
+    (tool / "fakesudo").write_text(FAKE_SUDO)
+    (tool / "fakesudo").chmod(0o755)
+    (tool / "expected").write_text(secret + "\n")
+    command = sudo_password.keeper_command(sudo_password.new_name(), f"{tool}/fakesudo -A", "quilt-ops-mark")
+    env = {"PATH": os.environ["PATH"], "TMPDIR": str(base), "EXPECTED": str(tool / "expected")}
+    keeper = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert keeper.stdin is not None and keeper.stdout is not None
+        keeper.stdin.write(secret + "\n")
+        keeper.stdin.flush()
+        line = keeper.stdout.readline().strip()
+        holding = [str(p) for p in base.rglob("*") if p.is_file() and secret in p.read_text(errors="replace")]
+    finally:
+        keeper.communicate(timeout=10)
+    return line, holding
+
+
+def test_the_keeper_keeps_the_password_in_a_private_folder(tmp_path):
+    base = tmp_path / "tmp"
+    base.mkdir(mode=0o1777)
+    base.chmod(0o1777)  # sticky, as /tmp
+    line, holding = keep(tmp_path, base)
+    assert line == "ready ok" and len(holding) == 1 and "/quilt-ops-sudo." in holding[0]
+    assert list(base.iterdir()) == []  # removed at stdin's end
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o757])
+def test_the_keeper_refuses_a_temp_folder_others_can_rename_in(tmp_path, mode):
+    """Attack (review-attack): TMPDIR names a folder another user can write into, without the
+    sticky bit: that user can rename the keeper's private folder away between its mkdir and the
+    password's write and put one of their own there (a 'password' file of theirs in it, opened
+    by the keeper's '>'): the password is written where they read it. The keeper refuses it."""
+    base = tmp_path / "shared"
+    base.mkdir()
+    base.chmod(mode)
+    line, holding = keep(tmp_path, base)
+    assert line == "fail tmpdir" and holding == [] and list(base.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs another user's folder (root)")
+def test_the_keeper_refuses_a_temp_folder_of_another_user(tmp_path):
+    base = tmp_path / "theirs"
+    base.mkdir(mode=0o755)
+    os.chown(base, 65534, 65534)
+    line, holding = keep(tmp_path, base)
+    assert line == "fail tmpdir" and holding == []
+    link = tmp_path / "link"  # a symlink of another user's (they can point it elsewhere later)
+    link.symlink_to(tmp_path)
+    os.lchown(link, 65534, 65534)
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    line, holding = keep(tmp_path, link / "sticky")
+    assert line == "ready ok"  # the symlink is a path component above, not the folder named
+    target = tmp_path / "target"
+    target.symlink_to(sticky)
+    os.lchown(target, 65534, 65534)
+    line, holding = keep(tmp_path, target)
+    assert line == "fail tmpdir" and holding == []
