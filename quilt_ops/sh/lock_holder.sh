@@ -52,7 +52,7 @@ if [ -n "$owner" ]; then
     while IFS= read -r _; do :; done' quilt-ops-lock-owner "$lockf" 2>/dev/null
   # shellcheck disable=SC2154  # coproc sets COPROC_PID
   from=${COPROC[0]} to=${COPROC[1]} opener_pid=$COPROC_PID answer=
-  IFS= read -r -t 12 answer <&"$from"
+  IFS= read -r -t 12 -n 16 answer <&"$from"  # bounded: the owner may write anything there
   exec {from}<&-
   case $answer in
     acquired) ;;
