@@ -20,6 +20,7 @@ from __future__ import annotations
 import secrets
 import select
 import shlex
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -376,6 +377,10 @@ class SshTarget(Runner):
         #: and its folder's name: every command gets its askpass helper.
         self._keeper: SshProcess | None = None
         self._askpass: str | None = None
+        #: Set when `close` begins (under ``_closing``): from then on no command starts, so none
+        #: can start with the askpass path once the keeper may have removed its folder.
+        self._closed = False
+        self._closing = threading.Lock()
 
     def open(self) -> None:
         """Opens the connection (once; a second call checks it is still the same one)."""
@@ -420,6 +425,7 @@ class SshTarget(Runner):
         if self._transport is None:
             self.open()
         self.check_open()
+        environment = self._environment()
         try:
             channel = self.cxn.create_session()
             if pty:
@@ -427,7 +433,7 @@ class SshTarget(Runner):
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise NotStarted(f"lost the SSH connection to {self.name} ({type(e).__name__})") from None
         try:
-            channel.exec_command(sudo_password.environment(self._askpass) + wrap(script, timeout, pty))
+            channel.exec_command(environment + wrap(script, timeout, pty))
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise ConnectionLost(f"lost the SSH connection to {self.name} ({type(e).__name__})") from None
         return SshProcess(channel, self.name)
@@ -439,14 +445,28 @@ class SshTarget(Runner):
         try:
             channel = self.cxn.create_session()
             channel.settimeout(15)
-            channel.exec_command(sudo_password.environment(self._askpass) + kill_command(pgid, self.sudo))
+            channel.exec_command(self._environment() + kill_command(pgid, self.sudo))
             channel.status_event.wait(15)
             channel.close()
         except Exception:  # the connection is going away; the host's own timeout still applies
             pass
 
+    def _environment(self) -> str:
+        """The askpass setting a command starts with; raises `NotStarted` once `close` began."""
+        with self._closing:
+            if self._closed:
+                raise NotStarted(f"the SSH connection to {self.name} is closed")
+            return sudo_password.environment(self._askpass)
+
     def close(self) -> None:
-        if self._keeper is not None:  # its stdin ends: the keeper removes the password's folder
+        """Closes the connection, and only then lets the keeper end (its stdin ends: it removes
+        the password's folder). The other way round, a command another thread started in
+        between got SUDO_ASKPASS naming a path in the temp folder that anyone could create by
+        then (the name is on the keeper's command line): an askpass planted by another user.
+        Commands on the connection are started in order before its end reaches the host."""
+        with self._closing:
+            self._closed, self._askpass = True, None
+        ssh.close(self.cxn)
+        if self._keeper is not None:
             self._keeper.close()
             self._keeper = None
-        ssh.close(self.cxn)

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Ends the holder of lock file $1 (a lock being broken, quilt_ops.lock): only a process that has
-# the file open and is a quilt-ops lock holder (its command line says so), never through a
+# Ends the holder of lock file $1 (a lock being broken, quilt_ops.lock): only a quilt-ops lock
+# holder (its command line says so) that has the file open (or whose owner's process does, see
+# holders), never through a
 # symlink; waits (up to 10 s) until the holder has stopped its run's commands and let go.
 [ ! -L "$1" ] || exit 0
 # The path's folder resolved, its last part never followed: swapped for a symlink after the
@@ -8,11 +9,23 @@
 # folder's, whose holder (another stack's run) would be ended.
 dir=$(cd -P -- "$(dirname -- "$1")" && pwd) || exit 0
 target=$dir/$(basename -- "$1")
+named() { { tr '\0' ' ' < "/proc/$1/cmdline"; } 2>/dev/null | grep -qF " $2 "; }
+# A holder has the file open itself, or (in a folder of another user, lock_holder.sh) through
+# the owner's process it started (runuser between them): then the holder is that process's
+# nearest quilt-ops-lock ancestor (a parent its child cannot change).
 holders() {
   for p in /proc/[0-9]*; do
-    { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null | grep -qF ' quilt-ops-lock ' || continue
-    for fd in "$p"/fd/*; do
-      if [ "$(readlink -- "$fd" 2>/dev/null)" = "$target" ]; then echo "${p#/proc/}"; break; fi
+    p=${p#/proc/}
+    named "$p" quilt-ops-lock || named "$p" quilt-ops-lock-owner || continue
+    for fd in "/proc/$p"/fd/*; do
+      [ "$(readlink -- "$fd" 2>/dev/null)" = "$target" ] || continue
+      up=$p i=0
+      while [ $i -lt 3 ] && ! named "$up" quilt-ops-lock; do
+        up=$(sed 's/.*) //' "/proc/$up/stat" 2>/dev/null | cut -d' ' -f2) i=$((i+1))
+        case $up in '' | *[!0-9]* | 0 | 1) up=; break ;; esac
+      done
+      [ -n "$up" ] && named "$up" quilt-ops-lock && echo "$up"
+      break
     done
   done
 }

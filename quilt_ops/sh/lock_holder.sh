@@ -15,9 +15,8 @@
 #
 # It runs as whoever must stop the run's commands: the login user, or root. In a folder of
 # another user ($9, the "owner" access) it runs as root and does every file operation as that
-# user, opening the lock file too (root then opens the file the owner's process holds, never
-# the path; see below). Run as root in
-# root's folder, the files it makes take the env file's owner and group, so that a run as that
+# user; the lock itself is held by a process of that user (see below). Run as root in root's
+# folder, the files it makes take the env file's owner and group, so that a run as that
 # user can take the lock later.
 umask 077
 IFS=$' \t\n'
@@ -29,43 +28,48 @@ own() {
 }
 [ ! -L "$lockf" ] || { say cannot-open; exit 3; }
 asowner sh -c '[ -e "$1" ] || [ -L "$1" ] || : >> "$1"' quilt-ops-lock-file "$lockf" 2>/dev/null
-# In a folder of another user, root never opens the lock path (issue 18: a FIFO, a symlink to a
-# device or a root-only file swapped in between a check and the open was opened as root before
-# the refusal): the owner's own process opens it (a FIFO blocks only that process, for at most
-# 10 s), checks it got a regular file of its own, says its pid and waits; root opens the file
-# that process holds (/proc/PID/fd/9: whatever is at the path by then does not matter), so root
-# only ever opens what the owner could open anyway, and checks it again below.
+# In a folder of another user, root never opens the lock file (issue 18: a FIFO, a symlink to a
+# device or a root-only file swapped in between a check and the open was opened as root; and
+# root opening /proc/PID/fd/9 of the owner's process was no better: the owner, who may ptrace
+# that process, could swap its fd 9 for a device between its check and root's open). The
+# owner's own process opens the path, checks it got the regular file of its own that is at the
+# path, takes the flock and stays alive as long as this holder: it is the lock, and ends (lets
+# go) when its stdin, a pipe only this holder writes, closes. Root only ever reads its one-word
+# answer on another pipe of its own; it opens nothing of the owner's. A FIFO swapped in after
+# the check blocks only the owner's process, which ends itself after 10 s.
+opener_pid=
 if [ -n "$owner" ]; then
-  coproc opener { asowner timeout 10 bash -c '
+  coproc runuser -u "$owner" -- bash -c '
+    [ ! -L "$1" ] && [ -f "$1" ] || exit 3
+    ( sleep 10; kill -KILL "$$" ) </dev/null >/dev/null 2>&1 &
     exec 9<"$1" || exit 3
-    case $(stat -L -c "%F:%u" -- "/proc/$$/fd/9") in
-      "regular file:$(id -u)" | "regular empty file:$(id -u)") ;;
-      *) exit 3 ;;
-    esac
-    echo "$$"
-    read -r _' quilt-ops-lock-open "$lockf" 2>/dev/null; }
-  # shellcheck disable=SC2154  # coproc sets opener_PID
-  from=${opener[0]} to=${opener[1]} opener_pid=$opener_PID pid=
-  IFS= read -r -t 12 pid <&"$from"
-  case $pid in '' | *[!0-9]*) say cannot-open; exit 3 ;; esac
-  [ "$(stat -c %U -- "/proc/$pid" 2>/dev/null)" = "$owner" ] || { say cannot-open; exit 3; }
-  { exec 9<>"/proc/$pid/fd/9"; } 2>/dev/null || { say cannot-open; exit 3; }
-  # Its stdin closed, the owner's process ends (saved numbers: an ended coproc's are unset).
-  exec {to}>&- {from}<&-
-  wait "$opener_pid" 2>/dev/null
+    kill "$!" 2>/dev/null
+    opened=$(stat -L -c "%d:%i:%F:%u" -- "/proc/$$/fd/9") && there=$(stat -c "%d:%i:%F:%u" -- "$1") || exit 3
+    case $opened in *":regular file:$(id -u)" | *":regular empty file:$(id -u)") ;; *) exit 3 ;; esac
+    [ "$opened" = "$there" ] || exit 3
+    flock -n 9 || { echo busy; exit 4; }
+    echo acquired
+    while IFS= read -r _; do :; done' quilt-ops-lock-owner "$lockf" 2>/dev/null
+  # shellcheck disable=SC2154  # coproc sets COPROC_PID
+  from=${COPROC[0]} to=${COPROC[1]} opener_pid=$COPROC_PID answer=
+  IFS= read -r -t 12 -n 16 answer <&"$from"  # bounded: the owner may write anything there
+  exec {from}<&-
+  case $answer in
+    acquired) ;;
+    busy) exec {to}>&-; say busy; exit 4 ;;
+    *) exec {to}>&-; say cannot-open; exit 3 ;;
+  esac
 else
   # The holder's own folder (or root's, which nobody else writes): it opens the path itself.
   { [ ! -L "$lockf" ] && [ -f "$lockf" ] && exec 9<"$lockf"; } 2>/dev/null || { say cannot-open; exit 3; }
+  # What was opened must be the regular file now at that path (issue 18.2: a swap between the
+  # check and the open made root open a file of its choosing): same device and inode.
+  opened=$(stat -L -c '%d:%i:%F' -- "/proc/$$/fd/9" 2>/dev/null)
+  there=$(stat -c '%d:%i:%F' -- "$lockf" 2>/dev/null)
+  case $opened in *:'regular file' | *:'regular empty file') ;; *) opened=not-regular ;; esac
+  [ "$opened" = "$there" ] || { exec 9<&-; say cannot-open; exit 3; }
+  flock -n 9 || { say busy; exit 4; }
 fi
-# What was opened must be the regular file now at that path (issue 18.2: a swap between the
-# check and the open made root open a file of its choosing): same device and inode, and in
-# another user's folder, that user's.
-opened=$(stat -L -c '%d:%i:%F:%U' -- "/proc/$$/fd/9" 2>/dev/null)
-there=$(stat -c '%d:%i:%F:%U' -- "$lockf" 2>/dev/null)
-case $opened in *:'regular file':* | *:'regular empty file':*) ;; *) opened=not-regular ;; esac
-[ -z "$owner" ] || [ "${opened##*:}" = "$owner" ] || opened=not-the-owners
-[ "$opened" = "$there" ] || { exec 9<&-; say cannot-open; exit 3; }
-flock -n 9 || { say busy; exit 4; }
 own "$lockf"
 asowner sh -c 'rm -f -- "$1" && : > "$1"' quilt-ops-lock-file "$commands" && own "$commands"
 asowner sh -c 'rm -f -- "$1.new" && printf "%s\n" "$2" > "$1.new" && mv -f -- "$1.new" "$1"' \
@@ -78,11 +82,11 @@ alive() {
   for pg in $groups; do kill -0 "-$pg" 2>/dev/null || as_root "kill -0 -$pg" && return 0; done
   return 1
 }
-ours() {
+ours() {  # the file read as its owner (in a folder of another user, root opens nothing there)
   while IFS=' ' read -r pg token; do
     case "$pg" in ''|*[!0-9]*) continue ;; esac
     [ "$token" = "$run_token" ] && grep -qF -- "$run_token" "/proc/$pg/cmdline" 2>/dev/null && echo "$pg"
-  done < "$commands"
+  done < <(asowner cat -- "$commands" 2>/dev/null)
 }
 finish() {
   IFS=$' \t\n'  # (a trap runs inside `IFS= read`)
@@ -98,6 +102,9 @@ finish() {
     for pg in $groups; do signal KILL "$pg"; done
   fi
   asowner rm -f -- "$commands"
+  # The owner's process lets go once its stdin closes (waited for: the lock is free when
+  # this holder has ended).
+  if [ -n "$opener_pid" ]; then exec {to}>&- 2>/dev/null; wait "$opener_pid" 2>/dev/null; fi
   exit 0
 }
 released=0

@@ -235,3 +235,89 @@ def test_the_breaker_never_ends_another_folders_holder_through_a_swapped_path(tm
     finally:
         others.kill()
         others.wait(5)
+
+
+def start_root_holder(folder: Path) -> subprocess.Popen:
+    """The holder as root in ``folder`` for its owner ``nobody``, left holding the lock."""
+    holder = subprocess.Popen(
+        ["bash", "-c", HOLDER, "quilt-ops-lock", str(folder / "lock"), str(folder / "note"), "{}",
+         str(folder / "commands"), TOKEN, str(folder / "env"), "@@m", "", "nobody", SILENCE],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    assert holder.stdout.readline() == b"@@m lock acquired\n"
+    return holder
+
+
+def root_processes_under(pid: int) -> list[int]:
+    """``pid`` and its descendants that run as root."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (ValueError, OSError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            if os.stat(f"/proc/{p}").st_uid == 0:
+                found.append(p)
+        except OSError:
+            continue
+        todo.extend(parents.get(p, []))
+    return found
+
+
+def opened_by(pid: int) -> set[str]:
+    names = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            names.add(os.readlink(fd))
+        except OSError:
+            pass
+    return names
+
+
+def test_root_never_opens_the_lock_file_in_an_owners_folder(owners_folder):
+    """Attack (adversarial review): root opened /proc/PID/fd/9 of the owner's process after
+    that process had checked it; the owner, who may ptrace it (gdb: `call dup2(open(
+    "/dev/watchdog", O_PATH), 9)`), swapped that fd in between, and root opened a device
+    read-write. Now the owner's process holds the flock itself: no root process of the holder
+    has the lock file open (fails on main: the root holder's fd 9 is the lock file), and the
+    lock is held as long as the holder lives, let go when it ends."""
+    lock_file = str(owners_folder / "lock")
+    holder = start_root_holder(owners_folder)
+    try:
+        roots = root_processes_under(holder.pid)
+        assert holder.pid in roots
+        for pid in roots:
+            assert lock_file not in opened_by(pid), pid
+        assert subprocess.run(["flock", "-n", lock_file, "true"]).returncode != 0  # held
+        second = hold_as_root(owners_folder)
+        assert second.stdout == b"@@m lock busy\n" and second.returncode == 4, second
+        holder.stdin.write(b"release\n")
+        holder.stdin.close()
+        assert ended(holder) and not (owners_folder / "note").exists()
+        assert subprocess.run(["flock", "-n", lock_file, "true"]).returncode == 0  # let go
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, 9)
+
+
+def test_the_breaker_ends_a_root_holder_in_an_owners_folder(owners_folder):
+    """The holder there has no fd on the lock file (the owner's process has): the breaker finds
+    it as that process's quilt-ops-lock ancestor, and the lock is free when it is done."""
+    holder = start_root_holder(owners_folder)
+    ours = registered_group(owners_folder)
+    try:
+        subprocess.run(["dash", "-c", BREAK, "quilt-ops-break", str(owners_folder / "lock")], timeout=20)
+        assert ended(holder, within=1) and ended(ours)
+        assert not (owners_folder / "note").exists()
+        assert subprocess.run(["flock", "-n", str(owners_folder / "lock"), "true"]).returncode == 0
+    finally:
+        for process in (holder, ours):
+            if process.poll() is None:
+                os.killpg(process.pid, 9)

@@ -249,3 +249,87 @@ def test_the_keeper_refuses_a_temp_folder_of_another_user(tmp_path):
     os.lchown(target, 65534, 65534)
     line, holding = keep(tmp_path, target)
     assert line == "fail tmpdir" and holding == []
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.active = True
+
+    def is_active(self) -> bool:
+        return self.active
+
+
+class _Channel:
+    def __init__(self, started: list[str]) -> None:
+        self.started = started
+
+    def exec_command(self, command: str) -> None:
+        self.started.append(command)
+
+    def close(self) -> None:
+        pass
+
+
+class _Connection:
+    """A fake connection: records each command started, and calls ``during_close`` when it closes."""
+
+    def __init__(self, events: list[str], started: list[str]) -> None:
+        self.transport, self.gateway = _Transport(), None
+        self.config = Config(overrides={"sudo": {"password": SECRET}})
+        self.events, self.started = events, started
+        self.during_close = lambda: None
+
+    def create_session(self) -> _Channel:
+        if not self.transport.active:
+            raise OSError("closed")
+        return _Channel(self.started)
+
+    def close(self) -> None:
+        self.during_close()
+        self.events.append("connection closed")
+        self.transport.active = False
+
+
+class _Keeper:
+    def __init__(self, events: list[str], during_close) -> None:
+        self.events, self.during_close = events, during_close
+
+    def close(self) -> None:  # its stdin ends: on the host, the keeper removes its folder
+        self.during_close()
+        self.events.append("keeper ended")
+
+
+def test_no_command_starts_with_the_askpass_once_close_began():
+    """Attack (adversarial review): SshTarget.close() ended the keeper (which removes its folder)
+    before closing the connection; a command another thread started in between got SUDO_ASKPASS
+    naming a path in /tmp that anyone could create by then (the name is on the keeper's command
+    line): an askpass planted by another user. Now the connection closes first, and once close()
+    has begun no command starts (fails on main: a command started with the askpass while the
+    keeper ended, the connection still open)."""
+    from quilt_ops.errors import NotStarted
+    from quilt_ops.remote import SshTarget
+
+    events: list[str] = []
+    started: list[str] = []
+    cxn = _Connection(events, started)
+    target = SshTarget(cxn, "host")  # type: ignore[arg-type]
+    target._transport = cxn.transport  # type: ignore[assignment]
+    target._askpass = "0123456789abcdef01234567"
+
+    def another_thread_starts() -> None:
+        for way in (lambda: target.start("true", timeout=5), lambda: target.kill(123)):
+            try:
+                way()
+            except NotStarted:
+                pass
+
+    target.start("true", timeout=5)
+    assert "quilt-ops-sudo.0123456789abcdef01234567/askpass" in started[0]  # a command before close
+    target._keeper = _Keeper(events, another_thread_starts)  # type: ignore[assignment]
+    cxn.during_close = another_thread_starts
+    del started[:]
+    target.close()
+    assert not [command for command in started if "SUDO_ASKPASS" in command], started
+    assert events == ["connection closed", "keeper ended"]
+    with pytest.raises(NotStarted):
+        target.start("true", timeout=5)
