@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import botocore.exceptions
 import pytest
 
+from quilt_ops import key_rotation_steps
 from quilt_ops import rotation as rotation_mod
 from quilt_ops.config import Settings
 from quilt_ops.journal import Journal, Step
@@ -17,7 +18,7 @@ from quilt_ops.keys import AwsError, AwsRefused, KeyStore
 from quilt_ops.reporting import Silent
 from quilt_ops.rotation import RotateOptions, Rotation
 from quilt_ops.rotation_errors import Left, RotationError
-from quilt_ops.rotation_plan import Key
+from quilt_ops.rotation_plan import LIST_LAG, CreateWindow, Key
 
 USER = "quilt-prod-RegistryUser-ABCDEFGHIJKLM"
 OLD, NEW, OTHER = "AKIAOLDOLDOLDOLD0001", "AKIANEWNEWNEWNEW0002", "AKIAOTHEROTHEROTH003"
@@ -26,16 +27,19 @@ OLD_KEY = Key(OLD, "Active", STARTED - timedelta(days=80))
 
 
 class Iam:
-    """The user's keys as IAM lists them after the failed call; deletions recorded."""
+    """The user's keys as IAM lists them after the failed call (``lag``: the first lists leave
+    out the keys in ``listed``, as an IAM that has not caught up yet); deletions recorded."""
 
-    def __init__(self, listed=(), list_fails=False, delete_fails=False):
-        self.listed, self.list_fails, self.delete_fails = list(listed), list_fails, delete_fails
+    def __init__(self, listed=(), list_fails=False, delete_fails=False, lag=0):
+        self.listed, self.list_fails, self.delete_fails, self.lag = list(listed), list_fails, delete_fails, lag
         self.deleted: list[str] = []
+        self.lists = 0
 
     def keys(self, user):
         if self.list_fails:
             raise AwsError("IAM list_access_keys failed: cannot reach the AWS endpoint")
-        return [OLD_KEY, *self.listed]
+        self.lists += 1
+        return [OLD_KEY] if self.lists <= self.lag else [OLD_KEY, *self.listed]
 
     def delete(self, user, key_id):
         if self.delete_fails:
@@ -43,15 +47,38 @@ class Iam:
         self.deleted.append(key_id)
 
 
-def after_lost_answer(monkeypatch, tmp_path, iam, lost=None):
+class Waits(Silent):
+    def __init__(self):
+        self.waits: list[str] = []
+
+    def waiting(self, text):
+        self.waits.append(text)
+
+
+class Clock:
+    """The sweep's clock: a sleep moves it on at once."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def after_lost_answer(monkeypatch, tmp_path, iam, lost=None, window=None, reporter=None):
     """The failed create's recovery; returns (the error, the journals saved, whether it was cleared)."""
     saved: list[Journal] = []
     cleared: list[bool] = []
     monkeypatch.setattr(rotation_mod.rotation_host, "save_journal", lambda place, j: saved.append(j))
     monkeypatch.setattr(rotation_mod.rotation_host, "clear_journal", lambda place: cleared.append(True))
+    monkeypatch.setattr(key_rotation_steps, "time", Clock())
     settings = Settings(known_users=str(tmp_path / "known_users"))
-    rotation = Rotation(SimpleNamespace(name="h"), settings, iam, RotateOptions(), Silent())
+    rotation = Rotation(SimpleNamespace(name="h"), settings, iam, RotateOptions(), reporter or Silent())
     rotation.secret.user, rotation.secret.keys = USER, [OLD_KEY]
+    rotation.secret.window = window
     rotation.state = SimpleNamespace(host_key=OLD)
     rotation.journal = Journal(Step.CREATING, USER, OLD, STARTED, "alice@laptop", old_key_created=OLD_KEY.created)
     lost = lost or AwsError("IAM create_access_key failed: ConnectionClosedError")
@@ -68,10 +95,37 @@ def test_the_key_iam_made_is_found_and_deleted(monkeypatch, tmp_path):
     assert saved[-1].step == Step.CREATED and saved[-1].new_key_id == NEW and cleared
 
 
-def test_no_key_made_nothing_deleted(monkeypatch, tmp_path):
-    iam = Iam([])
+def test_a_key_iam_lists_late_is_found_by_listing_again(monkeypatch, tmp_path):
+    """Issue 1 (sweep-lag): IAM is eventually consistent; its first lists after the lost answer
+    leave the key out. Fails without the fix (nothing found at the first list, the journal
+    removed, the key left on the user with no holder: Left.NOTHING)."""
+    iam, reporter = Iam([Key(NEW, "Active", STARTED + timedelta(seconds=2))], lag=3), Waits()
+    error, saved, cleared = after_lost_answer(monkeypatch, tmp_path, iam, reporter=reporter)
+    assert error.facts.left == Left.NEW_KEY_DELETED and iam.deleted == [NEW] and iam.lists == 4 and cleared
+    assert len(reporter.waits) == 3 and "listing again" in reporter.waits[0]
+
+
+def test_a_key_not_listed_within_the_wait_is_left_for_the_next_run(monkeypatch, tmp_path):
+    """Issue 1 (sweep-lag): still not listed after LIST_LAG: nothing is deleted, and the journal
+    keeps what the next run needs to sweep (the keys listed before, the calls' window), exit 4.
+    Fails without the fix (the journal removed: Left.NOTHING)."""
+    window = CreateWindow(STARTED + timedelta(seconds=1), STARTED + timedelta(seconds=9), timedelta(seconds=3))
+    iam = Iam([Key(NEW, "Active", STARTED + timedelta(seconds=2))], lag=1000)
+    error, saved, cleared = after_lost_answer(monkeypatch, tmp_path, iam, window=window)
+    assert error.facts.left == Left.UNANSWERED and error.status == 4 and iam.deleted == [] and not cleared
+    assert iam.lists == -(-LIST_LAG.seconds // 2) + 1  # at 0, 2, ... 14 s, then past LIST_LAG
+    kept = saved[-1]
+    assert (kept.step, kept.new_key_id, kept.keys_before) == (Step.CREATING, None, (OLD,))
+    assert (kept.create_began, kept.create_ended, kept.create_slack) == (window.began, window.ended, 3)
+    assert "deletes that key if IAM lists it then" in str(error)
+
+
+def test_iam_that_cannot_be_listed_leaves_the_journal_for_the_next_run(monkeypatch, tmp_path):
+    iam = Iam(list_fails=True)
     error, saved, cleared = after_lost_answer(monkeypatch, tmp_path, iam)
-    assert error.facts.left == Left.NOTHING and iam.deleted == [] and saved == [] and cleared
+    assert error.facts.left == Left.UNANSWERED and iam.deleted == [] and not cleared
+    assert error.status == 4 and "IAM may have made the new key all the same" in str(error)
+    assert saved[-1].step == Step.CREATING and saved[-1].keys_before == (OLD,) and saved[-1].create_began
 
 
 def test_a_deletion_that_fails_leaves_the_key_in_the_journal(monkeypatch, tmp_path):
@@ -82,18 +136,25 @@ def test_a_deletion_that_fails_leaves_the_key_in_the_journal(monkeypatch, tmp_pa
     assert not cleared
 
 
+CALLS = CreateWindow(STARTED + timedelta(seconds=1), STARTED + timedelta(seconds=9), timedelta(seconds=3))
+
+
 @pytest.mark.parametrize(
-    "iam",
+    "iam,named",
     [
-        Iam(list_fails=True),
-        Iam([Key(NEW, "Active", STARTED + timedelta(seconds=2)), Key(OTHER, "Active", STARTED)]),
+        (Iam([Key(NEW, "Active", STARTED + timedelta(seconds=2)), Key(OTHER, "Active", STARTED)]), [NEW, OTHER]),
+        # issue 2: made by hand after the run's calls (while it listed again): fails without the
+        # window (it was deleted as the run's)
+        (Iam([Key(OTHER, "Active", STARTED + timedelta(seconds=30))]), [OTHER]),
     ],
-    ids=["IAM cannot be listed", "two keys made since the run began"],
+    ids=["two keys made since the run began", "issue 2: the one key was made after the run's calls"],
 )
-def test_when_the_key_cannot_be_told_the_journal_stays_and_nothing_is_deleted(monkeypatch, tmp_path, iam):
-    error, saved, cleared = after_lost_answer(monkeypatch, tmp_path, iam)
-    assert error.facts.left == Left.UNANSWERED and iam.deleted == [] and saved == [] and not cleared
-    assert error.status == 4 and "IAM may have made the new key all the same" in str(error)
+def test_when_the_key_cannot_be_told_nothing_is_deleted_and_the_keys_are_named(monkeypatch, tmp_path, iam, named):
+    error, saved, cleared = after_lost_answer(monkeypatch, tmp_path, iam, window=CALLS)
+    assert error.facts.left == Left.UNCLEAR and error.status == 4 and iam.deleted == [] and not cleared
+    assert all(k in str(error) for k in named) and "none is deleted" in str(error)
+    assert f"aws iam delete-access-key --user-name {USER} --access-key-id KEY" in str(error)
+    assert saved[-1].step == Step.CREATING and saved[-1].create_began == CALLS.began
 
 
 def refused(code: str, retries: int, status: int = 409) -> botocore.exceptions.ClientError:
