@@ -169,7 +169,7 @@ class KeySteps:
             raise error(facts(Left.UNANSWERED, str(e), compensation_error=str(lost))) from None
         if decision.action == Sweep.LEAVE:
             self.keep(kept)
-            why = f"IAM listed no key made by it within {LIST_LAG.seconds}s (its list may lag behind)"
+            why = f"IAM listed no key made by it within {LIST_LAG.seconds}s: its list may lag behind"
             raise error(facts(Left.UNANSWERED, str(e), compensation_error=why)) from None
         if decision.key is None:
             self.keep(kept)
