@@ -14,11 +14,12 @@ from quilt_ops import key_rotation_steps
 from quilt_ops import rotation as rotation_mod
 from quilt_ops.config import Settings
 from quilt_ops.journal import Journal, Step
-from quilt_ops.keys import AwsError, AwsRefused, KeyStore
+from quilt_ops.key_rotation import MEASURED_SLACK, create_window
+from quilt_ops.keys import AwsError, AwsRefused, KeyStore, iam_clock_offset
 from quilt_ops.reporting import Silent
 from quilt_ops.rotation import RotateOptions, Rotation
 from quilt_ops.rotation_errors import Left, RotationError
-from quilt_ops.rotation_plan import LIST_LAG, CreateWindow, Key
+from quilt_ops.rotation_plan import LIST_LAG, SKEW, CreateWindow, Key
 
 USER = "quilt-prod-RegistryUser-ABCDEFGHIJKLM"
 OLD, NEW, OTHER = "AKIAOLDOLDOLDOLD0001", "AKIANEWNEWNEWNEW0002", "AKIAOTHEROTHEROTH003"
@@ -203,3 +204,50 @@ def test_an_error_answer_at_the_first_try_is_iams_no(monkeypatch, tmp_path):
 )
 def test_an_answer_that_may_hide_a_made_key_is_swept(error):
     assert not isinstance(create_failure(error), AwsRefused)
+
+
+@pytest.mark.parametrize(
+    "date,offset",
+    [
+        ("Sun, 06 Dec 2026 22:00:10 GMT", timedelta(seconds=10)),
+        ("Sun, 06 Dec 2026 21:59:58 GMT", timedelta(seconds=-2)),
+        (None, None),
+        ("yesterday", None),
+        ("Sun, 06 Dec 2026 22:00:10", None),  # no zone: not IAM's
+    ],
+)
+def test_iams_clock_is_read_from_its_answers_date(date, offset):
+    """Issue 2: the window of the calls is timed in IAM's clock when its answers show it."""
+    now = datetime(2026, 12, 6, 22, 0, 0, tzinfo=timezone.utc)
+    headers = {} if date is None else {"date": date}
+    assert iam_clock_offset({"ResponseMetadata": {"HTTPHeaders": headers}}, now) == offset
+
+
+def test_the_window_is_in_iams_clock_when_known():
+    began, ended = STARTED, STARTED + timedelta(seconds=30)
+    assert create_window(began, ended, None) == CreateWindow(began, ended, SKEW)
+    shifted = create_window(began, ended, timedelta(seconds=-7))
+    assert shifted == CreateWindow(began - timedelta(seconds=7), ended - timedelta(seconds=7), MEASURED_SLACK)
+
+
+def test_a_failed_create_records_the_window_of_its_calls(tmp_path):
+    """Issue 2: the window runs from before the first call to after the last failure (botocore's
+    hidden retries in between), in IAM's clock as the last ListAccessKeys answer showed it."""
+
+    class Store:
+        clock_offset = timedelta(seconds=-5)
+
+        def create(self, user):
+            raise AwsError("IAM create_access_key failed: LimitExceeded")
+
+    rotation = Rotation(
+        SimpleNamespace(name="h"), Settings(known_users=str(tmp_path / "k")), Store(), RotateOptions(), Silent()
+    )
+    rotation.secret.user = USER
+    before = datetime.now(timezone.utc)
+    with pytest.raises(AwsError):
+        rotation.secret.create()
+    after = datetime.now(timezone.utc)
+    window = rotation.secret.window
+    assert window is not None and window.slack == MEASURED_SLACK
+    assert before - timedelta(seconds=5) <= window.began <= window.ended <= after - timedelta(seconds=5)
