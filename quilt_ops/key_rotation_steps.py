@@ -162,17 +162,18 @@ class KeySteps:
             create_ended=window.ended,
             create_slack=ceil(window.slack.total_seconds()),
         )
+        # First, so that a run killed while it lists again leaves it too (best effort: without
+        # it, the next run names any key made since the run began).
+        with suppress(QuiltError):
+            rotation_host.save_journal(self.place, kept)
         try:
             decision = self.listed_again(window, before, state.host_key if state else None)
         except QuiltError as lost:
-            self.keep(kept)
             raise error(facts(Left.UNANSWERED, str(e), compensation_error=str(lost))) from None
         if decision.action == Sweep.LEAVE:
-            self.keep(kept)
             why = f"IAM listed no key made by it within {LIST_LAG.seconds}s: its list may lag behind"
             raise error(facts(Left.UNANSWERED, str(e), compensation_error=why)) from None
         if decision.key is None:
-            self.keep(kept)
             raise error(facts(Left.UNCLEAR, str(e), compensation_error=self.unclear(decision, window))) from None
         key = decision.key
         self.reporter.step(f"IAM made {key.id} during this run though CreateAccessKey failed: deleting it")
@@ -197,12 +198,6 @@ class KeySteps:
                 time.sleep(LIST_EVERY)
         finally:
             self.reporter.done()
-
-    def keep(self, kept: Journal) -> None:
-        """The journal that lets the next run sweep (best effort: without it, the next run names
-        any key made since the run began)."""
-        with suppress(QuiltError):
-            rotation_host.save_journal(self.place, kept)
 
     def unclear(self, decision: SweepDecision, window: CreateWindow) -> str:
         """Why no key is deleted, and the command that deletes the right one by hand."""

@@ -69,9 +69,9 @@ class Clock:
         self.now += seconds
 
 
-def after_lost_answer(monkeypatch, tmp_path, iam, lost=None, window=None, reporter=None):
+def after_lost_answer(monkeypatch, tmp_path, iam, lost=None, window=None, reporter=None, saved=None):
     """The failed create's recovery; returns (the error, the journals saved, whether it was cleared)."""
-    saved: list[Journal] = []
+    saved = [] if saved is None else saved
     cleared: list[bool] = []
     monkeypatch.setattr(rotation_mod.rotation_host, "save_journal", lambda place, j: saved.append(j))
     monkeypatch.setattr(rotation_mod.rotation_host, "clear_journal", lambda place: cleared.append(True))
@@ -115,6 +115,7 @@ def test_a_key_not_listed_within_the_wait_is_left_for_the_next_run(monkeypatch, 
     error, saved, cleared = after_lost_answer(monkeypatch, tmp_path, iam, window=window)
     assert error.facts.left == Left.UNANSWERED and error.status == 4 and iam.deleted == [] and not cleared
     assert iam.lists == -(-LIST_LAG.seconds // 2) + 1  # at 0, 2, ... 14 s, then past LIST_LAG
+    assert len(saved) == 1  # written once, before listing again
     kept = saved[-1]
     assert (kept.step, kept.new_key_id, kept.keys_before) == (Step.CREATING, None, (OLD,))
     assert (kept.create_began, kept.create_ended, kept.create_slack) == (window.began, window.ended, 3)
@@ -251,3 +252,19 @@ def test_a_failed_create_records_the_window_of_its_calls(tmp_path):
     window = rotation.secret.window
     assert window is not None and window.slack == MEASURED_SLACK
     assert before - timedelta(seconds=5) <= window.began <= window.ended <= after - timedelta(seconds=5)
+
+
+def test_a_run_killed_while_it_lists_again_leaves_what_the_next_run_needs(monkeypatch, tmp_path):
+    """Issue 1: the journal with the keys listed before and the calls' window is written before
+    the run lists again, so a run killed during that wait leaves it for the next run too."""
+
+    class Killed(Iam):
+        def keys(self, user):
+            if self.lists == 2:
+                raise KeyboardInterrupt
+            return super().keys(user)
+
+    saved: list[Journal] = []
+    with pytest.raises(KeyboardInterrupt):
+        after_lost_answer(monkeypatch, tmp_path, Killed(lag=1000), window=CALLS, saved=saved)
+    assert saved and saved[-1].step == Step.CREATING and saved[-1].create_began == CALLS.began
