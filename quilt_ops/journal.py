@@ -183,7 +183,7 @@ def _window(data: dict[str, Any]) -> dict[str, Any]:
     listed, slack = data.get("keys_before"), data.get("create_slack")
     if not isinstance(listed, list) or len(listed) > 10:
         raise JournalUnreadable("keys_before is not a list of access key IDs")
-    if isinstance(slack, bool) or not isinstance(slack, int) or not 0 <= slack <= 3600:
+    if isinstance(slack, bool) or not isinstance(slack, int) or not 0 <= slack <= 300:
         raise JournalUnreadable("create_slack is not a number of seconds")
     began = _parse_time(data.get("create_began"), "create_began")
     ended = _parse_time(data.get("create_ended"), "create_ended")

@@ -192,16 +192,11 @@ def resume(journal: Journal, host: str, host_key: str | None, iam_user: str, key
             "created by that rotation; check the journal, then remove it; nothing was changed"
         )
     unproven: tuple[str, ...] = ()
-    swept = journal.step == "creating" and journal.create_began is not None and journal.create_ended is not None
-    if swept:
-        # A run whose CreateAccessKey answer was lost and whose key IAM did not list yet: the
-        # same decision as that run's, on what IAM lists now (no more waiting for it).
-        assert journal.create_began is not None and journal.create_ended is not None
-        window = CreateWindow(journal.create_began, journal.create_ended, timedelta(seconds=journal.create_slack))
-        decision = sweep(window, journal.keys_before, host_key, by_id.values())
-        if decision.key is not None:
-            new = decision.key
-        unproven = tuple(k.id for k in decision.candidates)
+    swept = _swept(journal, where, host_key, by_id.values())
+    if swept is not None:
+        if swept.key is not None:
+            new = swept.key
+        unproven = tuple(k.id for k in swept.candidates)
     elif journal.step == "creating":
         unproven = tuple(
             sorted(
@@ -313,6 +308,21 @@ def sweep(
     ):
         return SweepDecision(Sweep.DELETE, key=only)
     return SweepDecision(Sweep.NAME, candidates=found)
+
+
+def _swept(journal: Journal, where: str, host_key: str | None, keys: Iterable[Key]) -> SweepDecision | None:
+    """A run whose CreateAccessKey answer was lost and whose key IAM did not list yet left the
+    keys it listed before and the calls' window: the same decision as that run's, on what IAM
+    lists now (no more waiting for it); None for any other journal."""
+    if journal.step != "creating" or journal.create_began is None or journal.create_ended is None:
+        return None
+    window = CreateWindow(journal.create_began, journal.create_ended, timedelta(seconds=journal.create_slack))
+    if window.began < journal.started - SKEW or window.ended > journal.started + MAX_RUN:
+        raise Refused(
+            f"{where} names CreateAccessKey calls made outside that rotation's time; check the journal, "
+            "then remove it; nothing was changed"
+        )
+    return sweep(window, journal.keys_before, host_key, keys)
 
 
 def check_deletion(key_id: str, host_key: str | None, allowed: Iterable[str]) -> None:

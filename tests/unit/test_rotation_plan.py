@@ -422,6 +422,19 @@ def test_the_next_run_sweeps_what_a_lost_answer_left(case, listed, delete_new, u
     assert (decision.action, decision.delete_new, decision.unproven) == (Resume.ROLL_BACK, delete_new, unproven)
 
 
+@pytest.mark.parametrize(
+    "began,ended",
+    [(T0 - SKEW - timedelta(seconds=1), T0), (T0, T0 + timedelta(hours=1, seconds=1))],
+    ids=["calls before the rotation began", "calls after its longest run"],
+)
+def test_a_forged_window_of_calls_is_refused(began, ended):
+    """The journal is a file anyone who logs in can write: a window of calls outside the
+    rotation's own time would let it name another key of the user's for deletion."""
+    forged = left_for_the_next_run(CreateWindow(began, ended, timedelta(seconds=3)))
+    with pytest.raises(Refused, match="outside that rotation's time"):
+        resume(forged, "h", OLD, USER, [key(OLD), key(OTHER, created=began)])
+
+
 def test_a_journal_left_for_the_next_sweep_round_trips():
     found = left_for_the_next_run()
     assert journals.parse(found.to_json().encode()) == found
@@ -435,6 +448,7 @@ def test_a_journal_left_for_the_next_sweep_round_trips():
         ("create_ended", None, "create_ended"),
         ("create_ended", "2026-10-01T00:00:00Z", "before create_began"),
         ("create_slack", -1, "create_slack"),
+        ("create_slack", 3600, "create_slack"),
     ],
 )
 def test_forged_sweep_fields_are_refused(field, value, words):
