@@ -94,6 +94,13 @@ class Journal:
     #: SHA-256 of the env file the rotation writes (from step "writing" on): a rollback puts
     #: the backup back only over that file, never over an edit made since.
     written_sha256: str = ""
+    #: After a lost CreateAccessKey answer whose key was not found (step "creating"): the keys
+    #: listed before creating and the window of the calls (`rotation_plan.CreateWindow`, its
+    #: slack in seconds), so that the next run sweeps the key IAM made (`rotation_plan.sweep`).
+    keys_before: tuple[str, ...] = ()
+    create_began: datetime | None = None
+    create_ended: datetime | None = None
+    create_slack: int = 0
 
     def at(self, step: Step, **changes: Any) -> Journal:
         """The same journal at another step."""
@@ -116,6 +123,16 @@ class Journal:
                 "mode": self.mode,
                 "original_sha256": self.original_sha256,
                 "written_sha256": self.written_sha256 or None,
+                **(
+                    {
+                        "keys_before": list(self.keys_before),
+                        "create_began": _time(self.create_began),
+                        "create_ended": _time(self.create_ended),
+                        "create_slack": self.create_slack,
+                    }
+                    if self.create_began
+                    else {}
+                ),
             },
             sort_keys=True,
         )
@@ -157,6 +174,28 @@ def _digest(value: Any, field: str, required: bool = True) -> str:
 #: The steps at which the rotation has written (or is writing) the env file ("rolling-back"
 #: has it when the rollback began after the write).
 WRITTEN_STEPS = (Step.WRITING, Step.WRITTEN, Step.RETIRING)
+
+
+def _window(data: dict[str, Any]) -> dict[str, Any]:
+    """The lost CreateAccessKey's facts (all or none), as `Journal` fields."""
+    if data.get("create_began") is None:
+        return {}
+    listed, slack = data.get("keys_before"), data.get("create_slack")
+    if not isinstance(listed, list) or len(listed) > 10:
+        raise JournalUnreadable("keys_before is not a list of access key IDs")
+    if isinstance(slack, bool) or not isinstance(slack, int) or not 0 <= slack <= 300:
+        raise JournalUnreadable("create_slack is not a number of seconds")
+    began = _parse_time(data.get("create_began"), "create_began")
+    ended = _parse_time(data.get("create_ended"), "create_ended")
+    assert began is not None and ended is not None
+    if ended < began:
+        raise JournalUnreadable("create_ended is before create_began")
+    return {
+        "keys_before": tuple(str(_key(k, "keys_before")) for k in listed),
+        "create_began": began,
+        "create_ended": ended,
+        "create_slack": slack,
+    }
 
 
 def parse(raw: bytes) -> Journal:
@@ -209,4 +248,5 @@ def parse(raw: bytes) -> Journal:
         new_key_created=_parse_time(data.get("new_key_created"), "new_key_created", required=new_key_id is not None),
         original_sha256=_digest(data.get("original_sha256"), "original_sha256"),
         written_sha256=_digest(data.get("written_sha256"), "written_sha256", required=step in WRITTEN_STEPS),
+        **_window(data),
     )

@@ -11,22 +11,23 @@ and compensates; the key's part of each step on the host is `quilt_ops.key_rotat
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from . import identity, known_users, rotation_plan
 from .config import Settings
 from .envfile import BUCKET, KEY_ID, EnvFile
-from .errors import QuiltError, Refused
+from .errors import Refused
 from .hostfiles import Access, RemoteFile
 from .journal import Journal
-from .keys import KeyStore, NewKey
+from .keys import AwsError, KeyStore, NewKey
 from .local import again
 from .masking import Masker, printable
 from .remote import Target
 from .reporting import Reporter
 from .rotation_host import HostState
-from .rotation_plan import Deletion, Key, Plan, ResumeDecision
+from .rotation_plan import CreateWindow, Deletion, Key, Plan, ResumeDecision, SweepDecision
 
 #: Why the driver retires the old key (a deletion made for any other reason is reported).
 RETIRING_OLD = "the rotated host no longer uses it"
@@ -71,6 +72,8 @@ class AccessKeys:
         self.keys: list[Key] = []
         #: Keys this run may retire: filled from the plan or the resume decision only.
         self.allowed: set[str] = set()
+        #: When this run's CreateAccessKey calls were made, if they failed.
+        self.window: CreateWindow | None = None
 
     # -- who, and what IAM holds ---------------------------------------------------------------
 
@@ -158,30 +161,28 @@ class AccessKeys:
             self.reporter.step(f"deleted {deletion.key_id}: {deletion.why}")
 
     def create(self) -> NewKey:
+        """The new key; when the call fails, `window` says when it was tried (IAM's clock if known)."""
         assert self.user is not None
-        new = self.store.create(self.user)
+        began = datetime.now(timezone.utc)
+        try:
+            new = self.store.create(self.user)
+        except AwsError:
+            self.window = create_window(began, datetime.now(timezone.utc), getattr(self.store, "clock_offset", None))
+            raise
         self.masker.add(new.secret)
         self.allowed.add(new.id)
         return new
 
-    def unanswered(self, started: datetime, host_key: str | None) -> Key | None:
-        """After a failed CreateAccessKey: the key IAM made though its answer was lost, or None.
-
-        Re-lists the user's keys: the one not on the host, not in this run's list before it
-        created (``self.keys``), created since ``started`` (`rotation_plan.unanswered`) may be
-        deleted by this run; two such keys are not guessed at (raises `QuiltError`).
-        """
+    def sweep(
+        self, window: CreateWindow, before: Iterable[str], host_key: str | None, waited: timedelta
+    ) -> SweepDecision:
+        """After a failed CreateAccessKey: IAM's keys listed again, and what to do about the key
+        IAM may have made all the same (`rotation_plan.sweep`); the key to delete is allowed."""
         assert self.user is not None
-        found = rotation_plan.unanswered(started, (k.id for k in self.keys), host_key, self.store.keys(self.user))
-        if len(found) > 1:
-            raise QuiltError(
-                f"IAM lists {len(found)} keys made since this run began ({', '.join(k.id for k in found)}); "
-                "none is deleted"
-            )
-        if not found:
-            return None
-        self.allowed.add(found[0].id)
-        return found[0]
+        decision = rotation_plan.sweep(window, before, host_key, self.store.keys(self.user), waited)
+        if decision.key is not None:
+            self.allowed.add(decision.key.id)
+        return decision
 
     def verify(self, new: NewKey, arn: str, env: bytes) -> int:
         """Proves the new key with its own credentials; returns how many checks it took."""
@@ -217,6 +218,18 @@ class AccessKeys:
             self.allowed.add(new_key_id)
         rotation_plan.check_deletion(new_key_id, host_key, self.allowed)
         self.store.delete(self.user, new_key_id)
+
+
+#: How far IAM's clock may be from ours once measured (`KeyStore.clock_offset`): its Date is
+#: whole seconds and reaches us an answer's way late.
+MEASURED_SLACK = timedelta(seconds=3)
+
+
+def create_window(began: datetime, ended: datetime, offset: timedelta | None) -> CreateWindow:
+    """The window of CreateAccessKey calls, in IAM's clock when ``offset`` (IAM's minus ours) is known."""
+    if offset is None:
+        return CreateWindow(began, ended)
+    return CreateWindow(began + offset, ended + offset, MEASURED_SLACK)
 
 
 def plan_lines(plan: Plan, settings: Settings, state: HostState, bucket: str | None) -> list[str]:

@@ -15,7 +15,8 @@ import hashlib
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from math import ceil
 
 from . import health, hostfiles, rotation_host
 from .checks import HostHealth
@@ -30,9 +31,12 @@ from .reporting import Reporter
 from .restart import RestartError
 from .rotation_errors import Facts, Left, error
 from .rotation_host import HostState, Place
-from .rotation_plan import Plan
+from .rotation_plan import LIST_LAG, CreateWindow, Plan, Sweep, SweepDecision
 from .rotation_policy import Recovery
 from .sh import Exit
+
+#: How often IAM's keys are listed again while a lost CreateAccessKey answer's key is not listed.
+LIST_EVERY = 2.0
 
 
 def _sha256(content: bytes) -> str:
@@ -139,23 +143,73 @@ class KeySteps:
         self, journal: Journal | None, state: HostState | None, facts: Callable[..., Facts], e: QuiltError
     ) -> tuple[Journal | None, str, Recovery]:
         """After a failed CreateAccessKey (`Recovery.SWEEP`): IAM may have made the key all the same
-        (a timeout, a lost answer). The key found (`AccessKeys.unanswered`) is recorded in the
-        journal (best effort: it is deleted next, and a failed deletion leaves it there for the
-        next run) and abandoned; none: forget. When IAM cannot be listed, or two keys may be it,
-        nothing is deleted and the journal stays (`Left.UNANSWERED`, made with the driver's ``facts``)."""
+        (a timeout, a lost answer). What to do is `rotation_plan.sweep`'s: the key found is
+        recorded in the journal (best effort: it is deleted next, and a failed deletion leaves it
+        there for the next run) and abandoned; none listed yet: IAM's list may lag, so list again
+        for `LIST_LAG`; still none (or IAM cannot be listed), or keys that cannot be told apart:
+        nothing is deleted and the journal keeps what the next run needs to decide the same way
+        (the keys listed before, the calls' window) (`Left.UNANSWERED`, `Left.UNCLEAR`, made with
+        the driver's ``facts``)."""
         if journal is None:
             return journal, "", Recovery.FORGET
+        now = datetime.now(timezone.utc)
+        window = self.keys.window or CreateWindow(journal.started, now)
+        before = tuple(k.id for k in self.keys.keys)
+        kept = journal.at(
+            Step.CREATING,
+            keys_before=before,
+            create_began=window.began,
+            create_ended=window.ended,
+            create_slack=ceil(window.slack.total_seconds()),
+        )
+        # First, so that a run killed while it lists again leaves it too (best effort: without
+        # it, the next run names any key made since the run began).
+        with suppress(QuiltError):
+            rotation_host.save_journal(self.place, kept)
         try:
-            key = self.keys.unanswered(journal.started, state.host_key if state else None)
+            decision = self.listed_again(window, before, state.host_key if state else None)
         except QuiltError as lost:
             raise error(facts(Left.UNANSWERED, str(e), compensation_error=str(lost))) from None
-        if key is None:
-            return journal, "", Recovery.FORGET
+        if decision.action == Sweep.LEAVE:
+            why = f"IAM listed no key made by it within {LIST_LAG.seconds}s: its list may lag behind"
+            raise error(facts(Left.UNANSWERED, str(e), compensation_error=why)) from None
+        if decision.key is None:
+            raise error(facts(Left.UNCLEAR, str(e), compensation_error=self.unclear(decision, window))) from None
+        key = decision.key
         self.reporter.step(f"IAM made {key.id} during this run though CreateAccessKey failed: deleting it")
         found = journal.at(Step.CREATED, new_key_id=key.id, new_key_created=key.created)
         with suppress(QuiltError):
             rotation_host.save_journal(self.place, found)
         return found, key.id, Recovery.ABANDON
+
+    def listed_again(self, window: CreateWindow, before: tuple[str, ...], host_key: str | None) -> SweepDecision:
+        """`AccessKeys.sweep`, listing again once every `LIST_EVERY` while it says `Sweep.WAIT`."""
+        began = time.monotonic()
+        try:
+            while True:
+                waited = timedelta(seconds=time.monotonic() - began)
+                decision = self.keys.sweep(window, before, host_key, waited)
+                if decision.action != Sweep.WAIT:
+                    return decision
+                self.reporter.waiting(
+                    f"IAM lists no key made by the failed CreateAccessKey yet; listing again "
+                    f"({waited.seconds}s of {LIST_LAG.seconds}s)"
+                )
+                time.sleep(LIST_EVERY)
+        finally:
+            self.reporter.done()
+
+    def unclear(self, decision: SweepDecision, window: CreateWindow) -> str:
+        """Why no key is deleted, and the command that deletes the right one by hand."""
+        names = ", ".join(f"{k.id} (created {k.created:%H:%M:%SZ})" if k.created else k.id for k in decision.candidates)
+        calls = f"{window.began:%H:%M:%SZ} to {window.ended:%H:%M:%SZ}"
+        why = (
+            f"IAM lists {len(decision.candidates)} keys made since this run began: {names}"
+            if len(decision.candidates) > 1
+            else f"the one key made since this run began, {names}, was not made during its calls ({calls})"
+        )
+        command = f"aws iam delete-access-key --user-name {self.keys.user} --access-key-id KEY"
+        return f"{why}; if one is this run's (made {calls}), delete it by hand: {command}"
 
     def holds(self) -> str:
         """What the env file holds now, for a message."""

@@ -9,10 +9,11 @@ repr hides it) on its way to the host's env file; no message here ever holds it.
 
 from __future__ import annotations
 
+import email.utils
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import boto3
@@ -110,6 +111,22 @@ def session(profile: str | None = None, region: str | None = None) -> boto3.Sess
         raise ConfigError(f"AWS profile {profile!r} not found") from None
 
 
+def iam_clock_offset(answer: Any, now: datetime) -> timedelta | None:
+    """IAM's clock minus ours, from an answer's HTTP Date (whole seconds, sent before ``now``, the
+    time it was read: so up to a second and the answer's way late), or None."""
+    headers = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}) if isinstance(answer, dict) else {}
+    text = headers.get("date") if isinstance(headers, dict) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        date = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if date.tzinfo is None:
+        return None
+    return date - now
+
+
 class KeyStore:
     """IAM, STS and CloudFormation calls made with the operator's credentials (one thread)."""
 
@@ -117,6 +134,8 @@ class KeyStore:
         self.aws = aws
         self.region = aws.region_name or "us-east-1"
         self._clients: dict[str, Any] = {}
+        #: IAM's clock minus ours, as the last ListAccessKeys answer showed it (None: unknown).
+        self.clock_offset: timedelta | None = None
 
     def client(self, name: str) -> Any:
         if name not in self._clients:
@@ -173,7 +192,10 @@ class KeyStore:
             raise AwsError(describe_error("IAM GetUser", e)) from None
 
     def keys(self, user: str) -> list[Key]:
-        listed = self.call("iam", "list_access_keys", UserName=user)["AccessKeyMetadata"]
+        """The user's keys; notes IAM's clock (`clock_offset`) from the answer's Date."""
+        answer = self.call("iam", "list_access_keys", UserName=user)
+        self.clock_offset = iam_clock_offset(answer, datetime.now(timezone.utc))
+        listed = answer["AccessKeyMetadata"]
         return [Key(k["AccessKeyId"], k["Status"], k.get("CreateDate")) for k in listed]
 
     def create(self, user: str) -> NewKey:

@@ -40,6 +40,9 @@ class Left(str, Enum):
     #: CreateAccessKey failed and IAM's keys could not be listed to find one it may have made
     #: all the same; the journal stays, so that the next run names any such key.
     UNANSWERED = "unanswered"
+    #: CreateAccessKey failed and the key IAM may have made cannot be told from keys made by
+    #: others meanwhile: none is deleted; the operator is told which and how.
+    UNCLEAR = "unclear"
     #: The env file holds the old or the new key, both Active; the journal lets the next run decide.
     EITHER_KEY = "either-key"
     #: The host runs healthy on the new key; the old one is still Active.
@@ -80,8 +83,10 @@ _RENDER = {
     Left.NEW_KEY: "{lead}the new key {new} could not be deleted ({compensation}); the host was not changed "
     "and still runs on the old key; run rotate-keys again to clean up",
     Left.UNANSWERED: "{reason}; IAM may have made the new key all the same, and looking for it failed "
-    "({compensation}); the host was not changed and still runs on the old key; run {again} "
-    "to name any key left over",
+    "({compensation}); the host was not changed and still runs on the old key; run {again}: it looks "
+    "again and deletes that key if IAM lists it then (the journal on the host keeps what it needs)",
+    Left.UNCLEAR: "{reason}; IAM may have made the new key all the same, but none is deleted: {compensation}; "
+    "the host was not changed and still runs on the old key",
     Left.EITHER_KEY: "{reason}; {env_file} on {host} holds {old} or {new}, both stay Active; the journal on "
     "the host lets the next run finish or roll back: run {again}",
     Left.OLD_KEY_ACTIVE: "{host} now runs on {new} and is healthy, but retiring {old} failed ({reason}): "
@@ -160,6 +165,7 @@ _KINDS: dict[Left, type[RotationError]] = {
     Left.NEW_KEY_DELETED: RotationFailed,
     Left.NEW_KEY: RotationFailed,
     Left.UNANSWERED: RotationFailed,
+    Left.UNCLEAR: RotationFailed,
     Left.EITHER_KEY: Unfinished,
     Left.OLD_KEY_ACTIVE: Unfinished,
     Left.JOURNAL: Unfinished,

@@ -22,7 +22,12 @@ The rules:
 - a live run whose CreateAccessKey failed (IAM may have made the key though its answer
   was lost) takes as its own only the one key that is new since its pre-flight list, is
   not the host's, and was created since it began (`unanswered`); two such keys are not
-  guessed at either.
+  guessed at either;
+- the key so found is deleted only if it is the one key that qualifies and IAM made it within
+  the window of the run's CreateAccessKey calls (`CreateWindow`: the first call to the last
+  answer or failure): a key made by hand after that (while the run re-lists, or before the
+  next run) is not the run's. None found: IAM's list may lag, so the run lists again for
+  `LIST_LAG`, then leaves the journal for the next run, which decides the same way (`sweep`).
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ SKEW = timedelta(minutes=5)
 #: The longest a rotation can take from its start to creating its key (verification waits
 #: come after the key exists): a key created later is not that rotation's.
 MAX_RUN = timedelta(hours=1)
+#: How long a run lists IAM's keys again when a lost CreateAccessKey answer's key is not listed
+#: yet (IAM is eventually consistent: a key made may be listed seconds later).
+LIST_LAG = timedelta(seconds=15)
 
 
 @dataclass(frozen=True)
@@ -184,7 +192,12 @@ def resume(journal: Journal, host: str, host_key: str | None, iam_user: str, key
             "created by that rotation; check the journal, then remove it; nothing was changed"
         )
     unproven: tuple[str, ...] = ()
-    if journal.step == "creating":
+    swept = _swept(journal, where, host_key, by_id.values())
+    if swept is not None:
+        if swept.key is not None:
+            new = swept.key
+        unproven = tuple(k.id for k in swept.candidates)
+    elif journal.step == "creating":
         unproven = tuple(
             sorted(
                 k.id
@@ -240,6 +253,76 @@ def unanswered(started: datetime, before: Iterable[str], host_key: str | None, k
             key=lambda k: k.id,
         )
     )
+
+
+@dataclass(frozen=True)
+class CreateWindow:
+    """When a run's CreateAccessKey calls were made, by the run's own clock: the first call, and
+    the last answer or failure (botocore's hidden retries fall in between)."""
+
+    began: datetime
+    ended: datetime
+    #: How far IAM's clock may be from the one that timed the window: `SKEW` unless measured.
+    slack: timedelta = SKEW
+
+
+class Sweep(str, Enum):
+    """What to do about the key a lost CreateAccessKey answer may have left."""
+
+    #: One key qualifies and IAM made it within the window: it is the run's, delete it.
+    DELETE = "delete"
+    #: None listed yet: IAM's list may lag behind, list again.
+    WAIT = "wait"
+    #: None listed after `LIST_LAG`: keep the journal, so that the next run sweeps it then.
+    LEAVE = "leave"
+    #: Several qualify, or the one found was made outside the window: delete nothing, name them.
+    NAME = "name"
+
+
+@dataclass(frozen=True)
+class SweepDecision:
+    action: Sweep
+    #: The key to delete (`Sweep.DELETE`).
+    key: Key | None = None
+    #: The keys that may be the run's (`Sweep.NAME`: the operator deletes the right one).
+    candidates: tuple[Key, ...] = ()
+
+
+def sweep(
+    window: CreateWindow,
+    before: Iterable[str],
+    host_key: str | None,
+    keys: Iterable[Key],
+    waited: timedelta = LIST_LAG,
+) -> SweepDecision:
+    """The decision on the keys IAM lists after a failed CreateAccessKey (`unanswered` names
+    the candidates); ``waited`` is how long the run has listed again (the next run: `LIST_LAG`)."""
+    found = unanswered(window.began, before, host_key, keys)
+    if not found:
+        return SweepDecision(Sweep.WAIT if waited < LIST_LAG else Sweep.LEAVE)
+    only = found[0]
+    if (
+        len(found) == 1
+        and only.created is not None
+        and window.began - window.slack <= only.created <= window.ended + window.slack
+    ):
+        return SweepDecision(Sweep.DELETE, key=only)
+    return SweepDecision(Sweep.NAME, candidates=found)
+
+
+def _swept(journal: Journal, where: str, host_key: str | None, keys: Iterable[Key]) -> SweepDecision | None:
+    """A run whose CreateAccessKey answer was lost and whose key IAM did not list yet left the
+    keys it listed before and the calls' window: the same decision as that run's, on what IAM
+    lists now (no more waiting for it); None for any other journal."""
+    if journal.step != "creating" or journal.create_began is None or journal.create_ended is None:
+        return None
+    window = CreateWindow(journal.create_began, journal.create_ended, timedelta(seconds=journal.create_slack))
+    if window.began < journal.started - SKEW or window.ended > journal.started + MAX_RUN:
+        raise Refused(
+            f"{where} names CreateAccessKey calls made outside that rotation's time; check the journal, "
+            "then remove it; nothing was changed"
+        )
+    return sweep(window, journal.keys_before, host_key, keys)
 
 
 def check_deletion(key_id: str, host_key: str | None, allowed: Iterable[str]) -> None:

@@ -71,9 +71,11 @@ class Recovery(str, Enum):
     #: Delete the new key, which the host never saw, and the journal.
     ABANDON = "abandon"
     #: CreateAccessKey failed, but IAM may have made the key though its answer was lost (a
-    #: timeout): re-list the user's keys; the one made during this run (not the host's, not
-    #: listed before) is recorded in the journal and abandoned; none: forget. If IAM cannot be
-    #: listed, the journal stays for the next run, which names any such key.
+    #: timeout): re-list the user's keys (`rotation_plan.sweep`); the one key made during this
+    #: run's calls (not the host's, not listed before) is recorded in the journal and abandoned;
+    #: none listed: list again for a while (IAM's list lags), then, like when IAM cannot be
+    #: listed or the key cannot be told from others, the journal keeps what the next run needs
+    #: to sweep it.
     SWEEP = "sweep"
     #: Leave it for the next run: the journal on the host lets it finish or roll back.
     LEAVE = "leave"

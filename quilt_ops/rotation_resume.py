@@ -50,7 +50,7 @@ def resume(rotation: Rotation, state: HostState, found: Journal) -> RotationRepo
         resumed=found.step.value,
         decision=decision.action.value,
         old_key_id=found.old_key_id,
-        new_key_id=found.new_key_id,
+        new_key_id=found.new_key_id or decision.delete_new,
     )
     rotation.secret.allowed |= {k for k in (decision.delete_new, decision.retire_old) if k}
     old, new = found.old_key_id, found.new_key_id or "the new key"

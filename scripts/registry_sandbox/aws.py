@@ -423,7 +423,7 @@ def set_faults(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
         if key.endswith("_for"):
             current[key[:-4] + "_until"] = time.time() + float(value)
         elif key.endswith("_next"):
-            current[key] = {"count": int(value), "id": uuid.uuid4().hex}
+            current[key] = {"count": int(value), "id": uuid.uuid4().hex, "since": time.time()}
         else:
             current[key] = value
     tmp = path.with_name(f".{path.name}.tmp")

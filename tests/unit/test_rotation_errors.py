@@ -42,6 +42,7 @@ def facts(left: Left, **more: object) -> Facts:
         (Left.NEW_KEY_DELETED, RotationFailed, ExitStatus.FAILED, ["the new key was deleted and the host was not"]),
         (Left.NEW_KEY, RotationFailed, ExitStatus.FAILED, [f"the new key {NEW} could not be deleted (denied)"]),
         (Left.UNANSWERED, RotationFailed, ExitStatus.FAILED, ["may have made the new key", "failed (denied)"]),
+        (Left.UNCLEAR, RotationFailed, ExitStatus.FAILED, ["may have made the new key", "none is deleted: denied"]),
         (Left.EITHER_KEY, Unfinished, ExitStatus.INCOMPLETE, [f"holds {OLD} or {NEW}", "run fab -H h1 rotate-keys"]),
         (Left.OLD_KEY_ACTIVE, Unfinished, ExitStatus.INCOMPLETE, [f"{OLD} is still Active"]),
         (Left.JOURNAL, Unfinished, ExitStatus.INCOMPLETE, ["the journal could not be removed (boom)"]),

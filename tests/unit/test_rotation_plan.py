@@ -6,6 +6,7 @@ Every case runs in microseconds; together they cover every journal step against
 every key the host can hold.
 """
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -13,7 +14,20 @@ import pytest
 from quilt_ops import journal as journals
 from quilt_ops.errors import Refused
 from quilt_ops.journal import Journal, JournalUnreadable
-from quilt_ops.rotation_plan import SKEW, Key, Resume, check_deletion, plan, resume, shared_keys, unanswered
+from quilt_ops.rotation_plan import (
+    LIST_LAG,
+    SKEW,
+    CreateWindow,
+    Key,
+    Resume,
+    Sweep,
+    check_deletion,
+    plan,
+    resume,
+    shared_keys,
+    sweep,
+    unanswered,
+)
 
 USER = "quilt-registry-RegistryUser-ABCDEFGHIJKLM"
 OLD, NEW, OTHER, SPARE = "AKIAOLDOLDOLDOLD0001", "AKIANEWNEWNEWNEW0002", "AKIAOTHEROTHEROTH003", "AKIASPARESPARESP0004"
@@ -195,6 +209,255 @@ def test_a_key_made_though_create_access_key_failed_is_found(case, before, liste
     """Issue 18: a CreateAccessKey timeout may leave a key nobody holds (and IAM's 2-key limit
     then fails the next rotation): the run finds the one it made, and only that one."""
     assert tuple(k.id for k in unanswered(STARTED, before, OLD, listed)) == found
+
+
+# ----------------------------------------------------------------------------- sweep now, wait, or leave it
+
+#: The run's CreateAccessKey calls: the first at T0+1s, the last failure (after botocore's hidden
+#: retries) at T0+40s, timed by IAM's clock measured to within 3 s.
+WINDOW = CreateWindow(T0 + timedelta(seconds=1), T0 + timedelta(seconds=40), timedelta(seconds=3))
+UNMEASURED = CreateWindow(T0 + timedelta(seconds=1), T0 + timedelta(seconds=40))
+NOW = timedelta(0)
+AT = {
+    "in the calls": T0 + timedelta(seconds=2),
+    "at the last failure": T0 + timedelta(seconds=40),
+    "within the slack": T0 + timedelta(seconds=43),
+    "after the calls": T0 + timedelta(seconds=50),
+    "during the waits": T0 + timedelta(seconds=52),
+    "before the first call": T0 - timedelta(seconds=3),
+}
+
+SWEEPS = [
+    # (case, window, keys IAM lists after the failed calls, how long the run listed again, action, key, named)
+    ("issue 1: none listed yet (IAM's list lags): list again", WINDOW, [key(OLD)], NOW, Sweep.WAIT, None, ()),
+    ("issue 1: none listed yet, still waiting", WINDOW, [key(OLD)], LIST_LAG / 2, Sweep.WAIT, None, ()),
+    (
+        "issue 1: none listed after LIST_LAG: leave it to the next run",
+        WINDOW,
+        [key(OLD)],
+        LIST_LAG,
+        Sweep.LEAVE,
+        None,
+        (),
+    ),
+    (
+        "the one key made during the calls is the run's",
+        WINDOW,
+        [key(OLD), key(NEW, created=AT["in the calls"])],
+        NOW,
+        Sweep.DELETE,
+        NEW,
+        (),
+    ),
+    (
+        "made at the last failure",
+        WINDOW,
+        [key(OLD), key(NEW, created=AT["at the last failure"])],
+        NOW,
+        Sweep.DELETE,
+        NEW,
+        (),
+    ),
+    (
+        "made within the clock's slack",
+        WINDOW,
+        [key(OLD), key(NEW, created=AT["within the slack"])],
+        NOW,
+        Sweep.DELETE,
+        NEW,
+        (),
+    ),
+    (
+        "listed late (after waiting) and made during the calls",
+        WINDOW,
+        [key(OLD), key(NEW, created=AT["in the calls"])],
+        LIST_LAG / 2,
+        Sweep.DELETE,
+        NEW,
+        (),
+    ),
+    # issue 2: a key made by hand after the run's calls ended is never taken for the run's own
+    (
+        "issue 2: the one key was made after the calls (by hand): named, not deleted",
+        WINDOW,
+        [key(OLD), key(OTHER, created=AT["after the calls"])],
+        NOW,
+        Sweep.NAME,
+        None,
+        (OTHER,),
+    ),
+    (
+        "issue 2: made by hand while the run listed again: named",
+        WINDOW,
+        [key(OLD), key(OTHER, created=AT["during the waits"])],
+        LIST_LAG / 2,
+        Sweep.NAME,
+        None,
+        (OTHER,),
+    ),
+    (
+        "issue 2: made by hand between the pre-flight list and the first call: named",
+        WINDOW,
+        [key(OLD), key(OTHER, created=AT["before the first call"])],
+        NOW,
+        Sweep.NAME,
+        None,
+        (OTHER,),
+    ),
+    (
+        "issue 2: the run's key and one made by hand: both named, neither deleted",
+        WINDOW,
+        [key(OLD), key(NEW, created=AT["in the calls"]), key(OTHER, created=AT["after the calls"])],
+        NOW,
+        Sweep.NAME,
+        None,
+        (NEW, OTHER),
+    ),
+    (
+        "issue 2: two made during the calls (one by hand): both named",
+        WINDOW,
+        [key(OLD), key(NEW, created=AT["in the calls"]), key(OTHER, created=AT["in the calls"])],
+        NOW,
+        Sweep.NAME,
+        None,
+        (NEW, OTHER),
+    ),
+    # The window's limit: a key made by hand during the calls themselves, when the run's own try
+    # made none (its retry then got LimitExceeded), is what IAM lists for the run's: it cannot be
+    # told apart. The window keeps that to the calls' own seconds.
+    (
+        "issue 2: one made by hand during the calls, the run's made none: not told apart",
+        WINDOW,
+        [key(OLD), key(OTHER, created=AT["in the calls"])],
+        NOW,
+        Sweep.DELETE,
+        OTHER,
+        (),
+    ),
+    (
+        "clock not measured: the window is widened by SKEW",
+        UNMEASURED,
+        [key(OLD), key(NEW, created=AT["after the calls"])],
+        NOW,
+        Sweep.DELETE,
+        NEW,
+        (),
+    ),
+    (
+        "clock not measured: made later than SKEW after the calls: named",
+        UNMEASURED,
+        [key(OLD), key(OTHER, created=T0 + timedelta(seconds=40) + SKEW + timedelta(seconds=1))],
+        NOW,
+        Sweep.NAME,
+        None,
+        (OTHER,),
+    ),
+    (
+        "an Inactive key is not it (none yet)",
+        WINDOW,
+        [key(OLD), key(NEW, "Inactive", AT["in the calls"])],
+        NOW,
+        Sweep.WAIT,
+        None,
+        (),
+    ),
+    (
+        "a key listed before is not it",
+        WINDOW,
+        [key(OLD), key(SPARE, created=AT["in the calls"])],
+        LIST_LAG,
+        Sweep.LEAVE,
+        None,
+        (),
+    ),
+]
+
+
+@pytest.mark.parametrize("case,window,listed,waited,action,deleted,named", SWEEPS, ids=[s[0] for s in SWEEPS])
+def test_after_a_lost_create_access_key_answer_sweep_wait_or_leave(
+    case, window, listed, waited, action, deleted, named
+):
+    """Issues 1 and 2 (sweep-lag): a key is deleted only when exactly one qualifies and IAM made it
+    within the window of the run's CreateAccessKey calls; none listed: list again for LIST_LAG,
+    then leave the journal for the next run; otherwise name them, delete none."""
+    decision = sweep(window, [OLD, SPARE], OLD, listed, waited)
+    assert decision.action == action
+    assert (decision.key.id if decision.key else None) == deleted
+    assert tuple(k.id for k in decision.candidates) == named
+
+
+def left_for_the_next_run(window=WINDOW):
+    return dataclasses.replace(
+        journal("creating"),
+        keys_before=(OLD,),
+        create_began=window.began,
+        create_ended=window.ended,
+        create_slack=int(window.slack.total_seconds()),
+    )
+
+
+@pytest.mark.parametrize(
+    "case,listed,delete_new,unproven",
+    [
+        ("IAM lists the key now: the next run deletes it", [key(OLD), key(NEW, created=AT["in the calls"])], NEW, ()),
+        ("still none: nothing to delete", [key(OLD)], None, ()),
+        (
+            "made by hand after the run: named, kept",
+            [key(OLD), key(OTHER, created=AT["after the calls"])],
+            None,
+            (OTHER,),
+        ),
+        (
+            "the run's and a hand-made one: both named",
+            [key(OLD), key(NEW, created=AT["in the calls"]), key(OTHER, created=AT["after the calls"])],
+            None,
+            (NEW, OTHER),
+        ),
+    ],
+)
+def test_the_next_run_sweeps_what_a_lost_answer_left(case, listed, delete_new, unproven):
+    """Issue 1: the journal a run left when IAM had not listed its key yet lets the next run
+    decide as that run would have (no more waiting), then rotate afresh."""
+    decision = resume(left_for_the_next_run(), "h", OLD, USER, listed)
+    assert (decision.action, decision.delete_new, decision.unproven) == (Resume.ROLL_BACK, delete_new, unproven)
+
+
+@pytest.mark.parametrize(
+    "began,ended",
+    [(T0 - SKEW - timedelta(seconds=1), T0), (T0, T0 + timedelta(hours=1, seconds=1))],
+    ids=["calls before the rotation began", "calls after its longest run"],
+)
+def test_a_forged_window_of_calls_is_refused(began, ended):
+    """The journal is a file anyone who logs in can write: a window of calls outside the
+    rotation's own time would let it name another key of the user's for deletion."""
+    forged = left_for_the_next_run(CreateWindow(began, ended, timedelta(seconds=3)))
+    with pytest.raises(Refused, match="outside that rotation's time"):
+        resume(forged, "h", OLD, USER, [key(OLD), key(OTHER, created=began)])
+
+
+def test_a_journal_left_for_the_next_sweep_round_trips():
+    found = left_for_the_next_run()
+    assert journals.parse(found.to_json().encode()) == found
+
+
+@pytest.mark.parametrize(
+    "field,value,words",
+    [
+        ("keys_before", "AKIA", "keys_before"),
+        ("keys_before", ["$(reboot)"], "keys_before"),
+        ("create_ended", None, "create_ended"),
+        ("create_ended", "2026-10-01T00:00:00Z", "before create_began"),
+        ("create_slack", -1, "create_slack"),
+        ("create_slack", 3600, "create_slack"),
+    ],
+)
+def test_forged_sweep_fields_are_refused(field, value, words):
+    import json
+
+    data = json.loads(left_for_the_next_run().to_json())
+    data[field] = value
+    with pytest.raises(JournalUnreadable, match=words):
+        journals.parse(json.dumps(data).encode())
 
 
 # ----------------------------------------------------------------------------- the last check before IAM

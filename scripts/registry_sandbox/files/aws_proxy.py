@@ -23,6 +23,9 @@ FAULTS_JSON is read on every request (a missing file means no faults):
   drop_create_next  {"count": N, "id": ID}: the next N CreateAccessKey calls reach moto (IAM makes
                   the key) but their answer is lost (the connection is closed unanswered), as a
                   timeout leaves them on AWS
+  hide_new_keys_next  {"count": N, "id": ID, "since": EPOCH}: the next N ListAccessKeys answers that
+                  hold a key made through the proxy since EPOCH leave it out, as IAM's list lags
+                  behind (eventually consistent); counted only when a key is left out
 """
 
 import http.client
@@ -162,6 +165,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         upstream.request(self.command, self.path, body=body, headers=headers)
         response = upstream.getresponse()
         data = response.read()
+        data = self._lagging(body, data)
         if b"CreateAccessKey" in body:
             for key_id in NEW_KEY.findall(data):
                 with self.state.lock:
@@ -180,6 +184,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
         upstream.close()
+
+    def _lagging(self, body: bytes, data: bytes) -> bytes:
+        """A ListAccessKeys answer without the keys made since ``hide_new_keys_next`` was set."""
+        setting = self.state.faults().get("hide_new_keys_next")
+        action = ACTION.search(body + b"&" + self.path.encode())
+        if not isinstance(setting, dict) or not action or action.group(1) != b"ListAccessKeys":
+            return data
+        since = float(setting.get("since", 0))
+        with self.state.lock:
+            new = [k for k, made in self.state.created.items() if made >= since]
+        hidden = [k for k in new if f"<AccessKeyId>{k}</AccessKeyId>".encode() in data]
+        if not hidden or not self.state.take(setting):
+            return data
+        for key_id in hidden:
+            member = rb"<member>(?:(?!</member>).)*?<AccessKeyId>" + key_id.encode() + rb"</AccessKeyId>.*?</member>\s*"
+            data = re.sub(member, b"", data, flags=re.DOTALL)
+        return data
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
 
