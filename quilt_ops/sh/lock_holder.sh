@@ -103,8 +103,13 @@ finish() {
   fi
   asowner rm -f -- "$commands"
   # The owner's process lets go once its stdin closes (waited for: the lock is free when
-  # this holder has ended).
-  if [ -n "$opener_pid" ]; then exec {to}>&- 2>/dev/null; wait "$opener_pid" 2>/dev/null; fi
+  # this holder has ended). Bounded: the owner may stop that process (runuser then stops
+  # itself), which held root here for good; then runuser is ended (the owner keeps its lock).
+  if [ -n "$opener_pid" ]; then
+    exec {to}>&- 2>/dev/null
+    i=0; while kill -0 "$opener_pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+    kill -KILL "$opener_pid" 2>/dev/null; wait "$opener_pid" 2>/dev/null
+  fi
   exit 0
 }
 released=0
