@@ -82,11 +82,12 @@ alive() {
   for pg in $groups; do kill -0 "-$pg" 2>/dev/null || as_root "kill -0 -$pg" && return 0; done
   return 1
 }
-ours() {  # the file read as its owner (in a folder of another user, root opens nothing there)
+ours() {  # the file read as its owner (in a folder of another user, root opens nothing there),
+  # at most 64 KiB of it: its owner may make it huge (a sparse file read into one line)
   while IFS=' ' read -r pg token; do
     case "$pg" in ''|*[!0-9]*) continue ;; esac
     [ "$token" = "$run_token" ] && grep -qF -- "$run_token" "/proc/$pg/cmdline" 2>/dev/null && echo "$pg"
-  done < <(asowner cat -- "$commands" 2>/dev/null)
+  done < <(asowner head -c 65536 -- "$commands" 2>/dev/null)
 }
 finish() {
   IFS=$' \t\n'  # (a trap runs inside `IFS= read`)

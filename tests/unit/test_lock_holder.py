@@ -360,3 +360,22 @@ def test_an_owner_who_stops_its_lock_process_does_not_hold_root_forever(owners_f
         os.kill(owners, 9)
         if holder.poll() is None:
             os.killpg(holder.pid, 9)
+
+
+def test_an_owner_who_swells_the_commands_file_does_not_hold_root_forever(owners_folder):
+    """Attack (review 2): the folder's owner makes the registered commands file huge (a sparse
+    file: no newline, gigabytes of NULs); root's holder, letting go of a vanished run, read it
+    all, byte by byte from a pipe, into one line in memory. It reads at most 64 KiB of it now.
+    Fails without the fix (the holder has not ended after 20 s)."""
+    holder = start_root_holder(owners_folder)
+    try:
+        subprocess.run(
+            ["runuser", "-u", "nobody", "--", "truncate", "-s", "256M", str(owners_folder / "commands")],
+            check=True,
+            timeout=10,
+        )
+        holder.stdin.close()  # the run vanished: the holder stops its commands
+        assert ended(holder, within=20)
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, 9)
