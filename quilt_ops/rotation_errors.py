@@ -84,7 +84,7 @@ _RENDER = {
     "and still runs on the old key; run rotate-keys again to clean up",
     Left.UNANSWERED: "{reason}; IAM may have made the new key all the same, and looking for it failed "
     "({compensation}); the host was not changed and still runs on the old key; run {again}: it looks "
-    "again and deletes that key if IAM lists it then (the journal on the host keeps what it needs)",
+    "again and names that key if IAM lists it then (the journal on the host keeps what it needs)",
     Left.UNCLEAR: "{reason}; IAM may have made the new key all the same, but none is deleted: {compensation}; "
     "the host was not changed and still runs on the old key",
     Left.EITHER_KEY: "{reason}; {env_file} on {host} holds {old} or {new}, both stay Active; the journal on "

@@ -27,7 +27,9 @@ The rules:
   the window of the run's CreateAccessKey calls (`CreateWindow`: the first call to the last
   answer or failure): a key made by hand after that (while the run re-lists, or before the
   next run) is not the run's. None found: IAM's list may lag, so the run lists again for
-  `LIST_LAG`, then leaves the journal for the next run, which decides the same way (`sweep`).
+  `LIST_LAG`, then leaves the journal for the next run, which names the key that qualifies then
+  (`sweep`) with the command that deletes it, and deletes none: the journal is the host's, and
+  its window and keys listed before, forged, would name a key made by hand.
 """
 
 from __future__ import annotations
@@ -194,9 +196,9 @@ def resume(journal: Journal, host: str, host_key: str | None, iam_user: str, key
     unproven: tuple[str, ...] = ()
     swept = _swept(journal, where, host_key, by_id.values())
     if swept is not None:
-        if swept.key is not None:
-            new = swept.key
-        unproven = tuple(k.id for k in swept.candidates)
+        # Named, never deleted: the journal is the host's (its folder's owner writes it), so its
+        # window and its keys listed before prove nothing; forged, they named a key made by hand.
+        unproven = tuple(k.id for k in (*swept.candidates, *((swept.key,) if swept.key else ())))
     elif journal.step == "creating":
         unproven = tuple(
             sorted(

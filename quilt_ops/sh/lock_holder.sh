@@ -82,11 +82,12 @@ alive() {
   for pg in $groups; do kill -0 "-$pg" 2>/dev/null || as_root "kill -0 -$pg" && return 0; done
   return 1
 }
-ours() {  # the file read as its owner (in a folder of another user, root opens nothing there)
+ours() {  # the file read as its owner (in a folder of another user, root opens nothing there),
+  # at most 64 KiB of it: its owner may make it huge (a sparse file read into one line)
   while IFS=' ' read -r pg token; do
     case "$pg" in ''|*[!0-9]*) continue ;; esac
     [ "$token" = "$run_token" ] && grep -qF -- "$run_token" "/proc/$pg/cmdline" 2>/dev/null && echo "$pg"
-  done < <(asowner cat -- "$commands" 2>/dev/null)
+  done < <(asowner head -c 65536 -- "$commands" 2>/dev/null)
 }
 finish() {
   IFS=$' \t\n'  # (a trap runs inside `IFS= read`)
@@ -103,8 +104,13 @@ finish() {
   fi
   asowner rm -f -- "$commands"
   # The owner's process lets go once its stdin closes (waited for: the lock is free when
-  # this holder has ended).
-  if [ -n "$opener_pid" ]; then exec {to}>&- 2>/dev/null; wait "$opener_pid" 2>/dev/null; fi
+  # this holder has ended). Bounded: the owner may stop that process (runuser then stops
+  # itself), which held root here for good; then runuser is ended (the owner keeps its lock).
+  if [ -n "$opener_pid" ]; then
+    exec {to}>&- 2>/dev/null
+    i=0; while kill -0 "$opener_pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+    kill -KILL "$opener_pid" 2>/dev/null; wait "$opener_pid" 2>/dev/null
+  fi
   exit 0
 }
 released=0

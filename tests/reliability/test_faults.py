@@ -198,9 +198,10 @@ def test_a_lost_create_access_key_answer_leaves_no_key_nobody_holds(host, aws, s
 def test_a_lost_create_access_key_answer_iam_lists_late_is_swept_by_the_next_run(host, aws, survived):
     """Issue 1 (sweep-lag): IAM made the key, its answer was lost, and IAM's list leaves the key
     out for a while (eventually consistent). The run lists again for a bounded time, then keeps
-    the journal (keys listed before, the calls' window) and says the next run deletes the key; the
-    next run deletes it and rotates. Fails without the fix: the first run removed the journal
-    (exit 4, 'nothing was changed'), and the key it left made the user's second."""
+    the journal (keys listed before, the calls' window) and says the next run names the key; the
+    next run names it (deletes none: the journal is the host's). Fails without the fix: the first
+    run removed the journal (exit 4, 'nothing was changed'), and the key it left made the user's
+    second."""
     before, keys = host.env_file.read_bytes(), aws.keys()
     assert list(keys) == [host.host_key_id()]
     host.aws_fault(drop_create_next=1, hide_new_keys_next=1000)
@@ -209,14 +210,20 @@ def test_a_lost_create_access_key_answer_iam_lists_late_is_swept_by_the_next_run
     out = result.stdout + result.stderr
     assert result.returncode == 4, out
     line = last_error(result)
-    assert "deletes that key if IAM lists it then" in line and "the host was not changed" in line, line
+    assert "names that key if IAM lists it then" in line and "the host was not changed" in line, line
     assert "listing again" in out, out
     assert host.env_file.read_bytes() == before
     made = [k for k in aws.keys() if k not in keys]
     assert len(made) == 1, aws.keys()  # IAM made it: nobody holds it
+    # The journal is the host's (anyone who logs in may forge it): the next run names the key
+    # with the command that deletes it, and deletes none.
+    again = host.run("rotate-keys")
+    said = again.stdout + again.stderr
+    assert f"--access-key-id {made[0]}" in said and f"deleted {made[0]}" not in said, said
+    assert made[0] in aws.keys() and host.env_file.read_bytes() == before
+    aws.iam.delete_access_key(UserName=aws.user, AccessKeyId=made[0])  # as the line says
     again = host.run("rotate-keys")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert f"deleted {made[0]}: left by the unfinished rotation" in again.stdout + again.stderr
     assert list(aws.keys()) == [host.host_key_id()] and host.host_key_id() not in (*keys, *made)
     assert host.leftovers() == []
     survived()

@@ -321,3 +321,61 @@ def test_the_breaker_ends_a_root_holder_in_an_owners_folder(owners_folder):
         for process in (holder, ours):
             if process.poll() is None:
                 os.killpg(process.pid, 9)
+
+
+def owners_process(holder: subprocess.Popen) -> int:
+    """The folder owner's process that holds the flock for ``holder`` (its quilt-ops-lock-owner)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            named = b"\0quilt-ops-lock-owner\0" in (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if named and entry.stat().st_uid != 0 and holder.pid in ancestors(int(entry.name)):
+            return int(entry.name)
+    raise AssertionError("no owner's process")
+
+
+def ancestors(pid: int) -> list[int]:
+    found = []
+    while pid > 1:
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        found.append(pid)
+    return found
+
+
+def test_an_owner_who_stops_its_lock_process_does_not_hold_root_forever(owners_folder):
+    """Attack (review 2): the folder's owner stops (SIGSTOP) its own process that holds the
+    flock; root's holder, letting go, waited for it without end (runuser stops itself with its
+    child): a root process hung for good. Now it waits a bounded time, then ends runuser.
+    Fails without the fix (the holder has not ended after 20 s)."""
+    holder = start_root_holder(owners_folder)
+    owners = owners_process(holder)
+    try:
+        subprocess.run(["runuser", "-u", "nobody", "--", "kill", "-STOP", str(owners)], check=True, timeout=10)
+        holder.stdin.write(b"release\n")
+        holder.stdin.close()
+        assert ended(holder, within=20)
+        assert not (owners_folder / "note").exists()
+    finally:
+        os.kill(owners, 9)
+        if holder.poll() is None:
+            os.killpg(holder.pid, 9)
+
+
+def test_an_owner_who_swells_the_commands_file_does_not_hold_root_forever(owners_folder):
+    """Attack (review 2): the folder's owner makes the registered commands file huge (a sparse
+    file: no newline, gigabytes of NULs); root's holder, letting go of a vanished run, read it
+    all, byte by byte from a pipe, into one line in memory. It reads at most 64 KiB of it now.
+    Fails without the fix (the holder has not ended after 20 s)."""
+    holder = start_root_holder(owners_folder)
+    try:
+        subprocess.run(
+            ["runuser", "-u", "nobody", "--", "truncate", "-s", "256M", str(owners_folder / "commands")],
+            check=True,
+            timeout=10,
+        )
+        holder.stdin.close()  # the run vanished: the holder stops its commands
+        assert ended(holder, within=20)
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, 9)

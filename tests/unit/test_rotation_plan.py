@@ -399,7 +399,12 @@ def left_for_the_next_run(window=WINDOW):
 @pytest.mark.parametrize(
     "case,listed,delete_new,unproven",
     [
-        ("IAM lists the key now: the next run deletes it", [key(OLD), key(NEW, created=AT["in the calls"])], NEW, ()),
+        (
+            "IAM lists the key now: the next run names it",
+            [key(OLD), key(NEW, created=AT["in the calls"])],
+            None,
+            (NEW,),
+        ),
         ("still none: nothing to delete", [key(OLD)], None, ()),
         (
             "made by hand after the run: named, kept",
@@ -433,6 +438,23 @@ def test_a_forged_window_of_calls_is_refused(began, ended):
     forged = left_for_the_next_run(CreateWindow(began, ended, timedelta(seconds=3)))
     with pytest.raises(Refused, match="outside that rotation's time"):
         resume(forged, "h", OLD, USER, [key(OLD), key(OTHER, created=began)])
+
+
+def test_a_forged_journal_left_for_the_next_sweep_deletes_no_key_made_by_hand():
+    """Attack (review 2): the journal is the host's, which its folder's owner writes. At step
+    creating, with the rotation's start and the window of calls put at a key made by hand days
+    ago and that key left out of the keys listed before, the next run deleted it (an Active key
+    perhaps in use elsewhere). The journal's window is no proof: that key is named, not deleted."""
+    made_by_hand = T0 - timedelta(days=10)
+    forged = dataclasses.replace(
+        journal("creating", started=made_by_hand - timedelta(seconds=5)),
+        keys_before=(OLD,),
+        create_began=made_by_hand - timedelta(seconds=1),
+        create_ended=made_by_hand + timedelta(seconds=1),
+        create_slack=3,
+    )
+    decision = resume(forged, "h", OLD, USER, [key(OLD), key(OTHER, created=made_by_hand)])
+    assert (decision.action, decision.delete_new, decision.unproven) == (Resume.ROLL_BACK, None, (OTHER,))
 
 
 def test_a_journal_left_for_the_next_sweep_round_trips():

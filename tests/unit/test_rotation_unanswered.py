@@ -119,7 +119,7 @@ def test_a_key_not_listed_within_the_wait_is_left_for_the_next_run(monkeypatch, 
     kept = saved[-1]
     assert (kept.step, kept.new_key_id, kept.keys_before) == (Step.CREATING, None, (OLD,))
     assert (kept.create_began, kept.create_ended, kept.create_slack) == (window.began, window.ended, 3)
-    assert "deletes that key if IAM lists it then" in str(error)
+    assert "names that key if IAM lists it then" in str(error)
 
 
 def test_iam_that_cannot_be_listed_leaves_the_journal_for_the_next_run(monkeypatch, tmp_path):
