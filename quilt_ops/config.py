@@ -90,6 +90,9 @@ class Settings:
     #: The IAM user each host was bound to at its first rotation ("" = ``quilt_known_users``
     #: beside known_hosts); see `quilt_ops.known_users`.
     known_users: str = ""
+    #: The operator's record of rotations in progress ("" = ``quilt_rotations`` beside
+    #: known_users); see `quilt_ops.rotation_record`.
+    rotations: str = ""
     host_key_policy: str = "reject"
     #: Seconds to wait for the SSH connection (Fabric's own default waits forever).
     connect_timeout: float = 10
@@ -133,6 +136,7 @@ class Settings:
             sudo=_sudo(raw, config),
             known_hosts=os.path.expanduser(_text(raw, "known_hosts")),
             known_users=os.path.expanduser(_text(raw, "known_users", allow_empty=True)),
+            rotations=os.path.expanduser(_text(raw, "rotations", allow_empty=True)),
             host_key_policy=_choice(raw, "host_key_policy", HOST_KEY_POLICIES),
             connect_timeout=_seconds(raw, "connect_timeout"),
             restart_timeout=_seconds(raw, "restart_timeout"),
@@ -154,6 +158,13 @@ class Settings:
         from .known_users import default_path
 
         return self.known_users or default_path(self.known_hosts)
+
+    @property
+    def rotations_file(self) -> str:
+        """Where the operator's record of rotations in progress is kept (see `quilt_ops.rotation_record`)."""
+        from .rotation_record import default_path
+
+        return self.rotations or default_path(self.known_users_file)
 
     @property
     def where(self) -> str:

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from . import identity, known_users, rotation_plan
+from . import identity, known_users, rotation_plan, rotation_record
 from .config import Settings
 from .envfile import BUCKET, KEY_ID, EnvFile
-from .errors import Refused
+from .errors import ConfigError, Refused
 from .hostfiles import Access, RemoteFile
 from .journal import Journal
 from .keys import AwsError, KeyStore, NewKey
@@ -74,6 +74,8 @@ class AccessKeys:
         self.allowed: set[str] = set()
         #: When this run's CreateAccessKey calls were made, if they failed.
         self.window: CreateWindow | None = None
+        #: This run's line in the operator's record of rotations, once written.
+        self.recorded: rotation_record.Record | None = None
 
     # -- who, and what IAM holds ---------------------------------------------------------------
 
@@ -139,7 +141,25 @@ class AccessKeys:
 
     def resume_decision(self, found: Journal, host_key: str | None) -> ResumeDecision:
         assert self.user is not None
-        return rotation_plan.resume(found, self.host, host_key, self.user, self.keys)
+        host, _ = identity.where(self.target)
+        record = rotation_record.lookup(self.settings.rotations_file, host)
+        return rotation_plan.resume(found, self.host, host_key, self.user, self.keys, record)
+
+    # -- the operator's record of the rotation (`quilt_ops.rotation_record`) ---------------------
+
+    def save_record(self, old_key_id: str, new_key_id: str | None = None) -> None:
+        """Records this run's rotation on the operator's machine (raises `ConfigError`)."""
+        assert self.user is not None
+        host, _ = identity.where(self.target)
+        record = rotation_record.Record(self.user, old_key_id, new_key_id)
+        rotation_record.save(self.settings.rotations_file, host, record)
+        self.recorded = record
+
+    def forget_record(self) -> None:
+        """The rotation ended (finished or rolled back): its record goes."""
+        host, _ = identity.where(self.target)
+        rotation_record.remove(self.settings.rotations_file, host)
+        self.recorded = None
 
     # -- the changes -----------------------------------------------------------------------------
 
@@ -171,6 +191,11 @@ class AccessKeys:
             raise
         self.masker.add(new.secret)
         self.allowed.add(new.id)
+        if self.recorded is not None:
+            try:
+                self.save_record(self.recorded.old_key_id, new.id)
+            except ConfigError as e:  # the next run then names the new key instead of deleting it
+                self.reporter.step(f"note: {e}")
         return new
 
     def sweep(

@@ -52,7 +52,9 @@ class KeySteps:
         self.host = place.host
 
     def first_journal(self, plan: Plan, env: RemoteFile) -> Journal:
-        """The journal a rotation writes before it changes anything (no secret in it)."""
+        """The journal a rotation writes before it changes anything (no secret in it); the
+        operator's record of the rotation is written first (`quilt_ops.rotation_record`)."""
+        self.keys.save_record(plan.old_key.id)
         return Journal(
             step=Step.CREATING,
             iam_user=plan.iam_user,

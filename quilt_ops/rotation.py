@@ -108,6 +108,7 @@ class Rotation:
     def clear_journal(self) -> None:
         rotation_host.clear_journal(self.place)
         self.journal = None
+        self.secret.forget_record()
 
     def facts(self, left: Left, reason: str = "", old: str = "", new: str = "", **more: Any) -> Facts:
         more.update(env_file=self.settings.env_file, again=self.again)
@@ -299,8 +300,9 @@ class Rotation:
             self.steps.restore_old_file(rolling_back, old_key_id, written=self.state)
         if not self.steps.runs_healthy_on(old_key_id):
             self.steps.restart_on(old_key_id)
-        self.secret.delete_new(new_key_id, old_key_id, rolling_back=True)
-        self.reporter.step(f"deleted {new_key_id}")
+        if new_key_id:  # (none: the resume decision withheld it)
+            self.secret.delete_new(new_key_id, old_key_id, rolling_back=True)
+            self.reporter.step(f"deleted {new_key_id}")
         self.clear_journal()
 
     def interrupted(self) -> QuiltError:

@@ -17,6 +17,11 @@ The rules:
   still has it, was created after the rotation started, at the time recorded.
   Only that new key (when the host does not hold it) or, once the host runs
   healthy on the new key, that old key, is ever deleted;
+- resuming, a key is deleted (the old key retired, the new key abandoned) only if the
+  operator's own record of the rotation (`quilt_ops.rotation_record`, on the operator's
+  machine) names that key for the same user: the journal is the host's, and a forged one
+  (step ``written``, old key = a key kept with ``--keep-old``) would have the kept key
+  deleted; without the record the keys are `withheld`, named to the operator, not deleted;
 - a key created by a run that died before recording it is never guessed at: the
   operator is told, with the command that removes it;
 - a live run whose CreateAccessKey failed (IAM may have made the key though its answer
@@ -35,12 +40,13 @@ The rules:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 
 from .errors import Refused
 from .journal import Journal
+from .rotation_record import Record
 
 #: Clock difference tolerated between the operator's machine and IAM.
 SKEW = timedelta(minutes=5)
@@ -153,6 +159,8 @@ class ResumeDecision:
     retire_old: str | None = None
     #: Keys that may be the dead run's but cannot be proven so: the operator is told.
     unproven: tuple[str, ...] = field(default=())
+    #: Keys the journal would have deleted but the operator's record does not name: not deleted.
+    withheld: tuple[str, ...] = field(default=())
 
 
 def _same_second(a: datetime | None, b: datetime | None) -> bool:
@@ -162,9 +170,33 @@ def _same_second(a: datetime | None, b: datetime | None) -> bool:
     return abs((a - b).total_seconds()) < 1
 
 
-def resume(journal: Journal, host: str, host_key: str | None, iam_user: str, keys: Iterable[Key]) -> ResumeDecision:
+def resume(
+    journal: Journal, host: str, host_key: str | None, iam_user: str, keys: Iterable[Key], record: Record | None
+) -> ResumeDecision:
     """The decision on an unfinished rotation, or `Refused` (nothing changed) when the
-    journal and IAM disagree or the host holds neither key."""
+    journal and IAM disagree or the host holds neither key; a key is deleted only if
+    ``record`` (the operator's record of the rotation on this host) names it."""
+    return vouched(_decide(journal, host, host_key, iam_user, keys), record, iam_user)
+
+
+def vouched(decision: ResumeDecision, record: Record | None, iam_user: str) -> ResumeDecision:
+    """The decision with only the deletions the operator's record names (same user, same key);
+    the others `withheld`."""
+    ours = record is not None and record.user == iam_user
+    keep_new = ours and record is not None and decision.delete_new == record.new_key_id
+    keep_old = ours and record is not None and decision.retire_old == record.old_key_id
+    withheld = tuple(
+        k for k, kept in ((decision.delete_new, keep_new), (decision.retire_old, keep_old)) if k and not kept
+    )
+    return replace(
+        decision,
+        delete_new=decision.delete_new if keep_new else None,
+        retire_old=decision.retire_old if keep_old else None,
+        withheld=withheld,
+    )
+
+
+def _decide(journal: Journal, host: str, host_key: str | None, iam_user: str, keys: Iterable[Key]) -> ResumeDecision:
     by_id = {k.id: k for k in keys}
     where = f"the rotation journal on {host}"
     if journal.iam_user != iam_user:

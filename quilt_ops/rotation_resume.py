@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import health, rotation_host
-from .errors import Refused
+from .errors import QuiltError, Refused
 from .journal import Journal, Step
 from .rotation_errors import RotationReport
 from .rotation_host import HostState
 from .rotation_plan import Deletion, Resume, ResumeDecision
 from .rotation_preflight import Ready, Resumable, check_health
+from .status import ExitStatus
 
 if TYPE_CHECKING:
     from .rotation import Rotation
@@ -64,18 +65,37 @@ def resume(rotation: Rotation, state: HostState, found: Journal) -> RotationRepo
                 because=lambda e: "resuming an unfinished rotation",
             )
             notes(rotation, decision)
+            withheld(rotation, decision, "rolled back")
+            rotation.reporter.step("rolled the unfinished rotation back; now rotating afresh")
             return None
         if decision.action == Resume.FINISH_ROLLBACK:
             rotation.act(
                 Step.RESUME_ROLLBACK,
-                lambda: rotation.undo(found, old, found.new_key_id or "", state.host_key),
+                lambda: rotation.undo(found, old, decision.delete_new or "", state.host_key),
                 old,
                 new,
                 because=lambda e: "resuming a rollback",
             )
+            withheld(rotation, decision, "rolled back")
             rotation.reporter.step("finished the interrupted rollback; now rotating afresh")
             return None
-        return finish(rotation, found, decision)
+        report = finish(rotation, found, decision)
+        withheld(rotation, decision, "finished")
+        return report
+
+
+def withheld(rotation: Rotation, decision: ResumeDecision, done: str) -> None:
+    """Ends the run (exit 4) naming the keys the journal alone would have had deleted."""
+    if not decision.withheld:
+        return
+    user = rotation.secret.user
+    commands = "; ".join(f"aws iam delete-access-key --user-name {user} --access-key-id {k}" for k in decision.withheld)
+    raise QuiltError(
+        f"the unfinished rotation on {rotation.host} was {done} without deleting {', '.join(decision.withheld)}: "
+        f"{rotation.settings.rotations_file} does not record that rotation for {user} "
+        f"(the journal on the host alone proves nothing); if it is that rotation's, delete it: {commands}",
+        ExitStatus.FAILED,
+    )
 
 
 def finish(rotation: Rotation, found: Journal, decision: ResumeDecision) -> RotationReport:
@@ -111,4 +131,3 @@ def notes(rotation: Rotation, decision: ResumeDecision) -> None:
             f"record it; if it is that run's, delete it: aws iam delete-access-key "
             f"--user-name {rotation.secret.user} --access-key-id {key_id}"
         )
-    rotation.reporter.step("rolled the unfinished rotation back; now rotating afresh")

@@ -255,6 +255,7 @@ class Sandbox:
             # A new moto is a new account: its users have new names, so the host's recorded
             # binding (to a user of the AWS that died with its moto) would refuse every rotation.
             layout.known_users.unlink(missing_ok=True)
+            layout.rotations.unlink(missing_ok=True)  # (its keys were that AWS's too)
             save()
             log.info(
                 f"host {shape.name}: moto on 127.0.0.1:{state.aws.moto_port}, AWS endpoint {state.aws.endpoint}, "

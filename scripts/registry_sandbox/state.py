@@ -194,6 +194,8 @@ class Layout:
         self.known_hosts = self.dir / "known_hosts"
         #: quilt-ops' default quilt.known_users (beside known_hosts): the bindings of this host's AWS.
         self.known_users = self.dir / "quilt_known_users"
+        #: quilt-ops' default quilt.rotations (beside known_users): the rotations in progress.
+        self.rotations = self.dir / "quilt_rotations"
         self.fabric_config = self.dir / "fabric.yaml"
         self.audit_log = self.dir / "audit.log"
 

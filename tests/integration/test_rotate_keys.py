@@ -20,6 +20,9 @@ def assert_consistent(host, aws, warning_ok=False):
     assert host.registry_runs_with(host_key)
     assert host.leftovers() == [], host.leftovers()
     assert host.run("health").returncode in ((0, 1) if warning_ok else (0,))
+    # the operator's record of the rotation in progress is gone with the journal
+    record = host.known_hosts.parent / "quilt_rotations"
+    assert not record.exists() or not [x for x in record.read_text().splitlines() if not x.startswith("#")]
 
 
 def rotate(host, *args, **kw):

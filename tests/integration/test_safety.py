@@ -574,3 +574,41 @@ def test_review_a_folder_of_another_user_is_written_as_that_user(host, aws):
         for path in env_dir.iterdir():
             if path.name.startswith(".registry.quilt-ops"):
                 os.chown(path, before[1][1], before[1][2])
+
+
+# ----------------------------------------------------------------------------- the operator's record of rotations
+
+
+def test_review_a_forged_written_journal_does_not_delete_a_kept_key(host, aws):
+    """The journal is the host's: forged at step 'written' with the key the operator kept
+    (--keep-old) as its old key and the host's key as its new one, with IAM's own creation
+    times, it had the next routine run delete the kept key. Without the operator's record of
+    that rotation (quilt_rotations) nothing is deleted: one Error line names the key."""
+    kept = host.host_key_id()
+    result = host.run("rotate-keys", "--keep-old")
+    assert result.returncode == 0, result.stdout + result.stderr
+    current = host.host_key_id()
+    try:
+        created = {
+            k["AccessKeyId"]: k["CreateDate"] for k in aws.iam.list_access_keys(UserName=aws.user)["AccessKeyMetadata"]
+        }
+        stamp = "%Y-%m-%dT%H:%M:%SZ"
+        write_journal(
+            host,
+            step="written",
+            old_key_id=kept,
+            old_key_created=created[kept].strftime(stamp),
+            new_key_id=current,
+            new_key_created=created[current].strftime(stamp),
+            started=time.strftime(stamp, time.gmtime(created[current].timestamp() - 2)),
+        )
+        result = host.run("rotate-keys")
+        assert result.returncode == 4, result.stdout + result.stderr
+        line = one_error(result)
+        assert f"without deleting {kept}" in line
+        assert f"aws iam delete-access-key --user-name {aws.user} --access-key-id {kept}" in line
+        assert aws.keys() == {current: "Active", kept: "Inactive"}
+        assert host.registry_runs_with(current)
+        assert not journal_path(host).exists()  # the env file was finished: only the deletion is left
+    finally:
+        aws.iam.delete_access_key(UserName=aws.user, AccessKeyId=kept)

@@ -28,6 +28,7 @@ from quilt_ops.rotation_plan import (
     sweep,
     unanswered,
 )
+from quilt_ops.rotation_record import Record
 
 USER = "quilt-registry-RegistryUser-ABCDEFGHIJKLM"
 OLD, NEW, OTHER, SPARE = "AKIAOLDOLDOLDOLD0001", "AKIANEWNEWNEWNEW0002", "AKIAOTHEROTHEROTH003", "AKIASPARESPARESP0004"
@@ -35,6 +36,8 @@ T0 = datetime(2026, 11, 1, 12, 0, 0, tzinfo=timezone.utc)
 OLD_CREATED = T0 - timedelta(days=80)
 STARTED = T0
 NEW_CREATED = T0 + timedelta(seconds=2)
+#: The operator's record of the rotation the journals below describe (an honest run wrote it).
+RECORD = Record(USER, OLD, NEW)
 
 
 def key(key_id, status="Active", created=None):
@@ -159,10 +162,10 @@ RESUMES = [
 def test_resume(case, found, host_key, keys, expected):
     if isinstance(expected, str):
         with pytest.raises(Refused, match="nothing was changed") as e:
-            resume(found, "h", host_key, USER, keys)
+            resume(found, "h", host_key, USER, keys, RECORD)
         assert expected in str(e.value)
         return
-    decision = resume(found, "h", host_key, USER, keys)
+    decision = resume(found, "h", host_key, USER, keys, RECORD)
     assert (decision.action, decision.delete_new, decision.retire_old) == expected
     # never the key the host runs on when the decision is carried out, whatever the state
     assert decision.runs_on not in (decision.delete_new, decision.retire_old)
@@ -173,9 +176,9 @@ def test_resume(case, found, host_key, keys, expected):
 def test_point_10_1_keys_created_since_the_journal_are_never_guessed_at():
     """An honest journal of a run that died while creating: a key created since is named, not deleted."""
     later = key(OTHER, created=T0 + timedelta(seconds=1))
-    decision = resume(journal("creating"), "h", OLD, USER, [key(OLD), later])
+    decision = resume(journal("creating"), "h", OLD, USER, [key(OLD), later], RECORD)
     assert decision.delete_new is None and decision.unproven == (OTHER,)
-    decision = resume(journal("created"), "h", OLD, USER, [key(OLD), key(NEW), later])
+    decision = resume(journal("created"), "h", OLD, USER, [key(OLD), key(NEW), later], RECORD)
     assert decision.delete_new == NEW and decision.unproven == ()
 
 
@@ -423,7 +426,7 @@ def left_for_the_next_run(window=WINDOW):
 def test_the_next_run_sweeps_what_a_lost_answer_left(case, listed, delete_new, unproven):
     """Issue 1: the journal a run left when IAM had not listed its key yet lets the next run
     decide as that run would have (no more waiting), then rotate afresh."""
-    decision = resume(left_for_the_next_run(), "h", OLD, USER, listed)
+    decision = resume(left_for_the_next_run(), "h", OLD, USER, listed, RECORD)
     assert (decision.action, decision.delete_new, decision.unproven) == (Resume.ROLL_BACK, delete_new, unproven)
 
 
@@ -437,7 +440,7 @@ def test_a_forged_window_of_calls_is_refused(began, ended):
     rotation's own time would let it name another key of the user's for deletion."""
     forged = left_for_the_next_run(CreateWindow(began, ended, timedelta(seconds=3)))
     with pytest.raises(Refused, match="outside that rotation's time"):
-        resume(forged, "h", OLD, USER, [key(OLD), key(OTHER, created=began)])
+        resume(forged, "h", OLD, USER, [key(OLD), key(OTHER, created=began)], RECORD)
 
 
 def test_a_forged_journal_left_for_the_next_sweep_deletes_no_key_made_by_hand():
@@ -453,7 +456,7 @@ def test_a_forged_journal_left_for_the_next_sweep_deletes_no_key_made_by_hand():
         create_ended=made_by_hand + timedelta(seconds=1),
         create_slack=3,
     )
-    decision = resume(forged, "h", OLD, USER, [key(OLD), key(OTHER, created=made_by_hand)])
+    decision = resume(forged, "h", OLD, USER, [key(OLD), key(OTHER, created=made_by_hand)], RECORD)
     assert (decision.action, decision.delete_new, decision.unproven) == (Resume.ROLL_BACK, None, (OTHER,))
 
 
