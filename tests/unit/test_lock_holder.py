@@ -416,3 +416,25 @@ def test_an_owner_who_stops_or_blocks_roots_file_steps_does_not_hold_root_foreve
     finally:
         if holder.poll() is None:
             os.killpg(holder.pid, 9)
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="flock is not installed")
+def test_the_breaker_never_ends_another_folders_holder_through_a_renamed_lock_file(tmp_path):
+    """Attack (adversarial review 3): the owner of folders A and B renames B's lock file (which
+    B's holder has open) to A's lock path; the fd's path then reads as A's lock, and breaking
+    A's lock ended B's holder (another stack's run, stopped mid-way). Now the breaker matches
+    the file (device and inode) and the holder's own lock path (its command line): B's holder
+    lives on. Fails without the fix (B's holder ended)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    ours, others = start_holder(a), start_holder(b)
+    try:
+        (b / "lock").rename(a / "lock")
+        subprocess.run(["dash", "-c", BREAK, "quilt-ops-break", str(a / "lock")], timeout=20)
+        assert others.poll() is None and (b / "note").exists()  # B's holder lives on
+    finally:
+        for holder in (ours, others):
+            if holder.poll() is None:
+                holder.kill()
+            holder.wait(5)
