@@ -438,3 +438,24 @@ def test_the_breaker_never_ends_another_folders_holder_through_a_renamed_lock_fi
             if holder.poll() is None:
                 holder.kill()
             holder.wait(5)
+
+
+def test_the_breaker_never_ends_another_folders_root_holder_through_a_renamed_lock_file(owners_folder):
+    """The same rename, as root in folders of user ``nobody``: the lock file is open in the
+    owner's process (quilt-ops-lock-owner), the breaker finds root's holder as its ancestor;
+    B's lock file renamed to A's path, breaking A's lock leaves B's holder running."""
+    a, b = owners_folder / "a", owners_folder / "b"
+    for folder in (a, b):
+        folder.mkdir()
+        os.chown(folder, owners_folder.stat().st_uid, owners_folder.stat().st_gid)
+    ours, others = start_root_holder(a), start_root_holder(b)
+    try:
+        rename = ["runuser", "-u", "nobody", "--", "mv", str(b / "lock"), str(a / "lock")]
+        subprocess.run(rename, check=True, timeout=10)
+        subprocess.run(["dash", "-c", BREAK, "quilt-ops-break", str(a / "lock")], timeout=20)
+        assert others.poll() is None and (b / "note").exists()  # B's holder lives on
+    finally:
+        for holder in (ours, others):
+            if holder.poll() is None:
+                os.killpg(holder.pid, 9)
+            holder.wait(5)
