@@ -22,7 +22,15 @@ umask 077
 IFS=$' \t\n'
 lockf=$1; note=$2; text=$3; commands=$4; run_token=$5; env_file=$6; m=$7; sudo=$8; owner=$9; silence=${10}
 say() { printf '%s lock %s\n' "$m" "$1"; }
-asowner() { if [ -n "$owner" ]; then runuser -u "$owner" -- "$@"; else "$@"; fi; }
+# In a folder of another user, each call is bounded (10 s, then runuser and its child are
+# killed: timeout's process group): the owner may stop the process runuser starts, or put a
+# FIFO where it writes, which held root here for good. A call ended so is a failure, handled
+# as any other. (The shell's "Killed" report goes to /dev/null, the command's stderr does not.)
+asowner() {
+  if [ -n "$owner" ]; then
+    { timeout -s KILL 10 runuser -u "$owner" -- "$@" 2>&3 3>&-; } 3>&2 2>/dev/null
+  else "$@"; fi
+}
 own() {
   [ -z "$owner" ] && [ "$(id -u)" = 0 ] && [ -e "$env_file" ] && chown --reference="$env_file" -- "$@" 2>/dev/null; true
 }

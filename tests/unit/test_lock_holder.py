@@ -379,3 +379,83 @@ def test_an_owner_who_swells_the_commands_file_does_not_hold_root_forever(owners
     finally:
         if holder.poll() is None:
             os.killpg(holder.pid, 9)
+
+
+#: The owner's moves between root's steps, made certain: each runs as the owner, inside the
+#: snippet root's holder has it run (the owner re-creates the commands file as a FIFO between
+#: its `rm` and its `>`; the owner stops the `rm` of the note when the holder lets go).
+OWNERS_MOVES = {
+    "a FIFO at the commands file": ('rm -f -- "$1" && : > "$1"', 'rm -f -- "$1" && mkfifo -- "$1" && : > "$1"'),
+    "the note's rm stopped": ('asowner rm -f -- "$note"', "asowner sh -c 'kill -STOP $$'; asowner rm -f -- \"$note\""),
+}
+
+
+@pytest.mark.parametrize("move", sorted(OWNERS_MOVES))
+def test_an_owner_who_stops_or_blocks_roots_file_steps_does_not_hold_root_forever(owners_folder, move):
+    """Attack (adversarial review 3): as root in another user's folder, every file step runs as
+    the owner (runuser), without bound: the owner stopped that process, or put a FIFO where it
+    writes, and root's holder hung for good. Now each such step is killed after 10 s, and the
+    holder goes on as after any failed step: the lock is taken, then let go, the holder ends.
+    Fails without the fix (the holder has not ended after 20 s)."""
+    old, new = OWNERS_MOVES[move]
+    assert HOLDER.count(old) == 1
+    holder = subprocess.Popen(
+        ["bash", "-c", HOLDER.replace(old, new), "quilt-ops-lock", str(owners_folder / "lock"),
+         str(owners_folder / "note"), "{}", str(owners_folder / "commands"), TOKEN, str(owners_folder / "env"),
+         "@@m", "", "nobody", SILENCE],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        started = time.monotonic()
+        holder.stdin.close()  # the run vanished at once: the holder lets go
+        assert ended(holder, within=40), "root's holder hangs"
+        assert time.monotonic() - started < 40
+        assert holder.stdout.read() == b"@@m lock acquired\n"
+        assert subprocess.run(["flock", "-n", str(owners_folder / "lock"), "true"]).returncode == 0  # let go
+        assert not (owners_folder / "commands").exists()
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, 9)
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="flock is not installed")
+def test_the_breaker_never_ends_another_folders_holder_through_a_renamed_lock_file(tmp_path):
+    """Attack (adversarial review 3): the owner of folders A and B renames B's lock file (which
+    B's holder has open) to A's lock path; the fd's path then reads as A's lock, and breaking
+    A's lock ended B's holder (another stack's run, stopped mid-way). Now the breaker matches
+    the file (device and inode) and the holder's own lock path (its command line): B's holder
+    lives on. Fails without the fix (B's holder ended)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    ours, others = start_holder(a), start_holder(b)
+    try:
+        (b / "lock").rename(a / "lock")
+        subprocess.run(["dash", "-c", BREAK, "quilt-ops-break", str(a / "lock")], timeout=20)
+        assert others.poll() is None and (b / "note").exists()  # B's holder lives on
+    finally:
+        for holder in (ours, others):
+            if holder.poll() is None:
+                holder.kill()
+            holder.wait(5)
+
+
+def test_the_breaker_never_ends_another_folders_root_holder_through_a_renamed_lock_file(owners_folder):
+    """The same rename, as root in folders of user ``nobody``: the lock file is open in the
+    owner's process (quilt-ops-lock-owner), the breaker finds root's holder as its ancestor;
+    B's lock file renamed to A's path, breaking A's lock leaves B's holder running."""
+    a, b = owners_folder / "a", owners_folder / "b"
+    for folder in (a, b):
+        folder.mkdir()
+        os.chown(folder, owners_folder.stat().st_uid, owners_folder.stat().st_gid)
+    ours, others = start_root_holder(a), start_root_holder(b)
+    try:
+        rename = ["runuser", "-u", "nobody", "--", "mv", str(b / "lock"), str(a / "lock")]
+        subprocess.run(rename, check=True, timeout=10)
+        subprocess.run(["dash", "-c", BREAK, "quilt-ops-break", str(a / "lock")], timeout=20)
+        assert others.poll() is None and (b / "note").exists()  # B's holder lives on
+    finally:
+        for holder in (ours, others):
+            if holder.poll() is None:
+                os.killpg(holder.pid, 9)
+            holder.wait(5)
