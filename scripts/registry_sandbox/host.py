@@ -668,6 +668,15 @@ class Host:
             pg.set_password(stack, self.state.secrets["DB_PASSWORD"])
         except pg.PgError as e:
             raise SandboxError(f"host {self.name}: {e}") from None
+        # RDS's record of it too: a test that changed it through ModifyDBInstance left moto
+        # holding that one, and the next snapshot's restore came up with it (a later run's
+        # restores on the same host refused the env file's password).
+        aws_mod.sandbox_api(
+            self.aws,
+            "db-instance",
+            db_instance_identifier=self.db_instance,
+            master_password=self.state.secrets["DB_PASSWORD"],
+        )
 
     def kill_leftover_processes(self) -> list[int]:
         """Kills the login user's processes and what they started (sudo, docker clients), sparing

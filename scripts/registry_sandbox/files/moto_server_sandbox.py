@@ -11,9 +11,10 @@ and AWS reaches them only with time or by failing:
                    when the key is made; moto has no way to make an old one)
   stack-status     {"stack_name", "status"}: a stack in a failed or rolled-back
                    state (moto's CloudFormation never fails)
-  db-instance      {"db_instance_identifier", "latest_restorable_time"}: a database
-                   whose latest restorable time lags (moto always says "now");
-                   null puts moto's own answer back
+  db-instance      {"db_instance_identifier", "latest_restorable_time", "master_password"}:
+                   a database whose latest restorable time lags (moto always says
+                   "now"; null puts moto's own answer back); the master password
+                   RDS holds for it (snapshots carry it to restored instances)
   snapshot-seconds {"seconds"}: new manual DB snapshots stay "creating" that long
                    (moto makes them "available" at once)
   rds-settings     {"password_reset_seconds"}: how long a new master password takes
@@ -527,6 +528,12 @@ def db_instance(body: dict[str, Any]) -> None:
     identifier = body["db_instance_identifier"]
     if identifier not in rds_backends[DEFAULT_ACCOUNT_ID][REGION].databases:
         raise LookupError(f"no DB instance {identifier}")
+    if body.get("master_password"):
+        # What RDS holds as the master password (snapshots carry it to restored instances);
+        # the server's role itself is the caller's to set (pg.set_password).
+        rds_backends[DEFAULT_ACCOUNT_ID][REGION].databases[identifier].master_user_password = body["master_password"]
+    if "latest_restorable_time" not in body:
+        return
     with _lock:
         if body.get("latest_restorable_time"):
             _restorable[identifier] = _naive_utc(body["latest_restorable_time"])
