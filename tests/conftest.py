@@ -72,27 +72,48 @@ def _hold_host_for_the_session(config: Any) -> None:
 
     name = _own_shape(_worker_id(config)).name
     path = f"{Sandbox().root}.session-{name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + SESSION_WAIT
     while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
+            # The holder before removes the file at its end: locked a removed one, open again.
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         except BlockingIOError:
             if time.monotonic() > deadline:
                 holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
                 os.close(fd)
                 pytest.exit(f"sandbox host {name} is held by another test session (pid {holder}): {path}", 3)
             time.sleep(1)
+        os.close(fd)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _SESSION_LOCK.append(fd)  # held until this process exits
+    _SESSION_LOCK_PATH.append(path)
     # Whether the host is up now, before any fixture (this file's or test_sandbox.py's own)
     # brings it up: the session stops it at its end if it was not.
     _WAS_RUNNING["host"] = _running(Sandbox(), name)
 
 
 _SESSION_LOCK: list[int] = []
+_SESSION_LOCK_PATH: list[str] = []
+
+
+def _let_go_of_the_host() -> None:
+    """Removes the session's lock file while still holding it (a waiter that locked the removed
+    file sees that and opens the path again), so that no lock file is left behind."""
+    for path in _SESSION_LOCK_PATH:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    for fd in _SESSION_LOCK:
+        if fd >= 0:
+            os.close(fd)
+    _SESSION_LOCK_PATH.clear()
 
 
 def pytest_runtest_setup(item: Any) -> None:
@@ -113,9 +134,9 @@ def pytest_sessionfinish(session: Any) -> None:
     test_sandbox.py's fixtures brought up first: a fresh clone's run left a worker host running.)"""
     # Only a session that ran sandbox tests itself (not the xdist controller, not the fast tier
     # beside another session's hosts) stops anything.
-    if _WAS_RUNNING.get("host", True) or not _WAS_RUNNING.get("ran_sandbox_tests") or keep_sandbox():
-        return
     try:
+        if _WAS_RUNNING.get("host", True) or not _WAS_RUNNING.get("ran_sandbox_tests") or keep_sandbox():
+            return
         from registry_sandbox import Sandbox
 
         sandbox, name = Sandbox(), _own_shape(_worker_id(session.config)).name
@@ -123,6 +144,8 @@ def pytest_sessionfinish(session: Any) -> None:
             sandbox.down(name)
     except Exception as e:  # never hide the tests' own outcome behind a teardown problem
         print(f"conftest: could not stop sandbox host: {type(e).__name__}: {e}")
+    finally:
+        _let_go_of_the_host()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,11 +59,41 @@ def test_a_second_session_on_a_held_host_stops_naming_the_holder(tmp_path: Path)
     assert "held by another test session (pid 4242)" in result.stdout + result.stderr
 
 
-def test_a_free_host_is_taken_and_given_back(tmp_path: Path) -> None:
+def test_a_free_host_is_taken_and_given_back_leaving_no_file(tmp_path: Path) -> None:
     result = run_session(tmp_path, "1")
     assert result.returncode == 0, result.stdout + result.stderr
-    fd = os.open(tmp_path / "sb.session-main.lock", os.O_RDWR)
+    assert not (tmp_path / "sb.session-main.lock").exists()  # the machine as it was found
+
+
+def test_a_waiting_session_takes_the_host_when_the_holder_lets_go(tmp_path: Path) -> None:
+    """The holder removes the file as it lets go: the waiter, which may have locked the removed
+    file, must open the path again and hold the file that is there."""
+    path = tmp_path / "sb.session-main.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, b"4242\n")
+    (tmp_path / "conftest.py").write_text(SESSION)
+    (tmp_path / "test_one.py").write_text(TEST)
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": f"{ROOT}:{ROOT / 'scripts'}",
+            "QUILT_OPS_SANDBOX_DIR": str(tmp_path / "sb"),
+            "QUILT_OPS_SANDBOX_SESSION_WAIT": "60",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the session ended
-    finally:
+        time.sleep(2)  # the waiter is waiting (or about to): either way it must end well
+        os.unlink(path)
         os.close(fd)
+        out, _ = waiter.communicate(timeout=60)
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+    assert waiter.returncode == 0, out
+    assert not path.exists()
