@@ -352,7 +352,14 @@ class SshProcess:
         return True
 
     def exit_code(self) -> int:
-        return self.channel.recv_exit_status()
+        channel = self.channel
+        if not channel.exit_status_ready():
+            # Closed with no exit status because the connection died (paramiko would say -1):
+            # the command may have done anything, it did not end.
+            transport = channel.get_transport()
+            if transport is None or not transport.is_active():
+                raise ConnectionLost(f"lost the SSH connection to {self.host}")
+        return channel.recv_exit_status()
 
     def close(self) -> None:
         try:

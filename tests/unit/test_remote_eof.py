@@ -165,3 +165,42 @@ def test_reading_after_the_exit_status_does_not_spin(pair: Callable[[Script], Pa
     finally:
         SshProcess.read = original  # type: ignore[method-assign]
     assert calls < 50
+
+
+class CutChannel:
+    """A channel whose connection was cut while the command ran: closed, no exit status."""
+
+    closed = True
+    eof_received = False
+
+    class DeadTransport:
+        def is_active(self) -> bool:
+            return False
+
+    def recv_ready(self) -> bool:
+        return False
+
+    def recv_stderr_ready(self) -> bool:
+        return False
+
+    def exit_status_ready(self) -> bool:
+        return False
+
+    def recv_exit_status(self) -> int:
+        return -1  # what paramiko says for a channel closed without one
+
+    def get_transport(self) -> object:
+        return self.DeadTransport()
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_channel_closed_by_a_cut_connection_is_a_lost_connection() -> None:
+    """Reading stops at the channel's close; if the connection is gone then, with no exit status,
+    the command did not end: it may have done anything. A CPU-hog run met it as "could not start
+    ./start.sh: no output" (exit 4, as if nothing had run) instead of "run restart again" (5)."""
+    process = SshProcess(CutChannel(), "cut")  # type: ignore[arg-type]
+    assert process.finished()
+    with pytest.raises(remote.ConnectionLost):
+        process.exit_code()
